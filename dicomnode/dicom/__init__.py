@@ -1,0 +1,1 @@
+"""DICOM helpers: header reads, volume geometry, deterministic UIDs."""

@@ -1,0 +1,1 @@
+"""Model bundles and inference backends (nnU-Net v2, ONNX Runtime)."""

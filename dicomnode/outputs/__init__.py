@@ -1,0 +1,1 @@
+"""Output objects: DICOM SEG, TID 1500 SR, previews."""
