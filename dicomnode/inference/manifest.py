@@ -22,8 +22,8 @@ from dicomnode.errors import ModelError
 
 __all__ = ["BACKENDS", "TASKS", "ModelBundle", "load_bundle", "sha256_file"]
 
-TASKS = ("mri-lln", "wsi-two-stage")
-BACKENDS = ("nnunetv2", "onnx")
+TASKS = ("mri-lln", "wsi-two-stage")  # built-in tasks; plug-in pipelines ("module:function") may name others
+BACKENDS = ("nnunetv2", "onnx", "python")
 _REQUIRED = ("id", "version", "task", "backend", "files", "intended_use")
 
 
@@ -91,8 +91,8 @@ def _read_manifest(root: Path) -> dict[str, Any]:
     missing = [k for k in _REQUIRED if k not in data]
     if missing:
         raise ModelError(f"{manifest}: missing required key(s) {', '.join(missing)}")
-    if data["task"] not in TASKS:
-        raise ModelError(f"{manifest}: task {data['task']!r} unknown; use one of {TASKS}")
+    if not isinstance(data["task"], str) or not data["task"]:
+        raise ModelError(f"{manifest}: task must name a pipeline, e.g. one of {TASKS}")
     if data["backend"] not in BACKENDS:
         raise ModelError(f"{manifest}: backend {data['backend']!r} unknown; use one of {BACKENDS}")
     return data

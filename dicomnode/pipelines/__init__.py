@@ -1,5 +1,7 @@
 """Pipeline registry: name → module that exposes ``create(bundle, settings)``.
 
+A route may also name a plug-in as ``"package.module:create"``.
+
 Modules are imported only when a route uses them, so a node without torch installed can
 still run WSI routes. Only pipelines that exist are registered: there is no fake default.
 """
@@ -47,6 +49,13 @@ def create_pipeline(name: str, bundle: ModelBundle, settings: Mapping[str, Any])
     """
     if name in _EXTRA:
         return _EXTRA[name](bundle, settings)
+    if ":" in name:  # a site plug-in: "package.module:create"
+        module_name, _, attr = name.partition(":")
+        try:
+            factory = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise RoutingError(f"pipeline plug-in '{name}' cannot be imported: {exc}") from exc
+        return cast(PipelineFactory, factory)(bundle, settings)
     if name not in available_pipelines():
         raise RoutingError(
             f"pipeline '{name}' does not exist; available: {', '.join(available_pipelines())}"

@@ -1,0 +1,1 @@
+"""DICOM networking: the Storage SCP, the Storage SCU and named DIMSE statuses."""

@@ -1,0 +1,192 @@
+"""The Storage SCP: allowlist, presentation contexts, and the C-STORE handler.
+
+The handler only spools and answers (STYLE rule 2): it reads the header the peer sent,
+writes the encoded bytes durably (temp file, fsync, rename) and returns a named status.
+It never decodes pixels, never runs a model, and never raises (a raise would become an
+unspecific 0xC211).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pydicom.filereader import read_dataset
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, StoragePresentationContexts, evt
+from pynetdicom.sop_class import Verification
+
+from dicomnode.config import Config
+from dicomnode.dicom.headers import InstanceInfo, instance_info, routing_headers
+from dicomnode.errors import IngestError
+from dicomnode.metrics import Metrics
+from dicomnode.net import status as st
+from dicomnode.spool import Spool
+
+__all__ = ["ACCEPTED_SOP_CLASSES", "StorageSCP"]
+
+log = logging.getLogger(__name__)
+
+#: Storage SOP classes the node processes (others are answered 0x0122).
+ACCEPTED_SOP_CLASSES = {
+    "1.2.840.10008.5.1.4.1.1.4": "MR Image Storage",
+    "1.2.840.10008.5.1.4.1.1.4.1": "Enhanced MR Image Storage",
+    "1.2.840.10008.5.1.4.1.1.77.1.6": "VL Whole Slide Microscopy Image Storage",
+}
+_TRAILING_PADDING = 0xFFFCFFFC
+_PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+
+
+@dataclass
+class StoredInstance:
+    """Passed to the ``on_stored`` callback after an instance is durable."""
+
+    info: InstanceInfo
+    headers: dict[str, Any]
+    new: bool
+
+
+def _parse_header(event: Any) -> Dataset:
+    """Decode the dataset bytes (values stay raw; pixels are not decoded)."""
+    context = event.context
+    raw = event.encoded_dataset(include_meta=False)
+    ds = read_dataset(io.BytesIO(raw), context.transfer_syntax[0] == "1.2.840.10008.1.2",
+                      context.transfer_syntax[0] != "1.2.840.10008.1.2.2")
+    for elem in ds._dict.values():
+        length, value = getattr(elem, "length", None), getattr(elem, "value", None)
+        if isinstance(value, bytes) and length not in (None, 0xFFFFFFFF) and len(value) != length \
+                and elem.tag != _TRAILING_PADDING:
+            raise IngestError(f"truncated data set: element {elem.tag} declares {length} bytes, "
+                              f"{len(value)} received", st.CANNOT_UNDERSTAND)
+    return ds
+
+
+def _check_identity(ds: Dataset, event: Any) -> None:
+    for keyword in ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID", "SOPClassUID"):
+        if not ds.get(keyword):
+            raise IngestError(f"required attribute {keyword} missing", st.DATASET_MISMATCH)
+    affected = event.request.AffectedSOPInstanceUID
+    if str(ds.SOPInstanceUID) != str(affected):
+        raise IngestError(f"SOPInstanceUID {ds.SOPInstanceUID} differs from the request's "
+                          f"Affected SOP Instance UID {affected}", st.DATASET_MISMATCH)
+    if not any(k in ds for k in _PIXEL_KEYWORDS):
+        raise IngestError("image without Pixel Data (truncated before pixels?)", st.DATASET_MISMATCH)
+
+
+class StorageSCP:
+    """pynetdicom AE configured from :class:`Config`, writing into a :class:`Spool`.
+
+    Parameters
+    ----------
+    config
+        Node configuration (AE title, port, allowlist, TLS, watermark).
+    spool
+        Where instances go.
+    metrics
+        Counters to update.
+    on_stored
+        Called (under the series lock) after an instance is durable, with a
+        :class:`StoredInstance`; the assembler's entry point.
+    """
+
+    def __init__(self, config: Config, spool: Spool, metrics: Metrics,
+                 on_stored: Callable[[StoredInstance], None]) -> None:
+        self.config, self.spool, self.metrics, self.on_stored = config, spool, metrics, on_stored
+        self.ae = AE(ae_title=config.node.ae_title)
+        self.ae.maximum_associations = config.node.max_associations
+        self.ae.require_called_aet = True
+        self.ae.add_supported_context(Verification)
+        for context in StoragePresentationContexts:
+            self.ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+        self.server: Any = None
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def start(self) -> int:
+        """Start listening (non-blocking); returns the bound port."""
+        handlers = [(evt.EVT_C_STORE, self.handle_store), (evt.EVT_C_ECHO, lambda e: st.SUCCESS),
+                    (evt.EVT_REQUESTED, self.check_peer)]
+        self.server = self.ae.start_server((self.config.node.host, self.config.node.port), block=False,
+                                           evt_handlers=handlers, ssl_context=self._ssl_context())
+        port = int(self.server.server_address[1])
+        log.info("listening as %s on %s:%d (tls=%s)", self.config.node.ae_title,
+                 self.config.node.host, port, self.config.node.tls.enabled)
+        return port
+
+    def stop(self) -> None:
+        """Stop accepting associations and close the running ones."""
+        if self.server is not None:
+            self.server.shutdown()
+            self.server = None
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        tls = self.config.node.tls
+        if not tls.enabled:
+            return None
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(str(tls.cert), str(tls.key))
+        if tls.ca is not None:
+            ctx.load_verify_locations(cafile=str(tls.ca))
+        ctx.verify_mode = ssl.CERT_REQUIRED if tls.require_client_cert else ssl.CERT_OPTIONAL
+        return ctx
+
+    # -- handlers -----------------------------------------------------------------------
+    def check_peer(self, event: Any) -> None:
+        """EVT_REQUESTED: reject callers outside the allowlist (calling AE not recognised)."""
+        assoc = event.assoc
+        calling = assoc.requestor.ae_title
+        address = assoc.requestor.address
+        if any(entry.permits(calling, address) for entry in self.config.node.allow):
+            return
+        self.metrics.inc("dicomnode_associations_rejected_total")
+        log.warning("association rejected: calling AE %r from %s is not in node.allow", calling, address)
+        # result 0x01 rejected-permanent, source 0x01 service user, reason 0x03 calling AE not recognised
+        assoc.acse.send_reject(0x01, 0x01, 0x03)
+
+    def handle_store(self, event: Any) -> int:
+        """EVT_C_STORE: spool durably, then answer; every failure is a named status."""
+        peer = f"{event.assoc.requestor.ae_title}@{event.assoc.requestor.address}"
+        try:
+            stored = self._store(event)
+        except IngestError as exc:
+            self.metrics.inc("dicomnode_instances_refused_total", status=f"0x{exc.status:04X}")
+            log.warning("C-STORE from %s refused with %s: %s (SOP Instance %s)", peer,
+                        st.describe(exc.status), exc, event.request.AffectedSOPInstanceUID)
+            return exc.status
+        except Exception as exc:  # noqa: BLE001 - the handler must answer, never raise
+            self.metrics.inc("dicomnode_instances_refused_total", status="0xA700")
+            log.exception("C-STORE from %s failed while writing: %s", peer, exc)
+            return st.OUT_OF_RESOURCES
+        self.metrics.inc("dicomnode_instances_received_total")
+        log.debug("stored %s series %s from %s (new=%s)", stored.info.sop_instance_uid,
+                  stored.info.series_uid, peer, stored.new)
+        return st.SUCCESS
+
+    def _store(self, event: Any) -> StoredInstance:
+        sop_class = str(event.request.AffectedSOPClassUID)
+        if sop_class not in ACCEPTED_SOP_CLASSES:
+            raise IngestError(f"SOP class {sop_class} is not processed by this node", st.SOP_CLASS_NOT_SUPPORTED)
+        free = self.spool.free_mb()
+        if free < self.config.spool.min_free_mb:
+            raise IngestError(f"spool free space {free:.0f} MiB below spool.min_free_mb "
+                              f"{self.config.spool.min_free_mb}", st.OUT_OF_RESOURCES)
+        try:
+            ds = _parse_header(event)
+        except IngestError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any decoder error means we cannot understand it
+            raise IngestError(f"unparseable data set: {exc}", st.CANNOT_UNDERSTAND) from exc
+        _check_identity(ds, event)
+        info, headers = instance_info(ds), routing_headers(ds)
+        try:
+            tmp = self.spool.write_temp(event.encoded_dataset())
+        except OSError as exc:
+            raise IngestError(f"spool write failed: {exc.strerror}", st.OUT_OF_RESOURCES) from exc
+        with self.spool.series_lock(info.series_uid):
+            new = self.spool.commit_instance(tmp, info.series_uid, info.sop_instance_uid, headers)
+            stored = StoredInstance(info, headers, new)
+            self.on_stored(stored)
+        return stored

@@ -1,0 +1,250 @@
+"""Composition root and lifecycle of a running node: ``start()``, ``serve()``, ``shutdown()``.
+
+scp → spool → assembler → routing → worker → dispatch, each a module; this file wires
+them from one :class:`~dicomnode.config.Config` and rebuilds state from the spool at start.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from dicomnode.assembler import Assembler
+from dicomnode.config import Config, Route
+from dicomnode.dicom.headers import read_info
+from dicomnode.dispatch import Dispatcher
+from dicomnode.errors import DicomNodeError
+from dicomnode.http_status import StatusServer
+from dicomnode.inference.manifest import load_bundle
+from dicomnode.log import bound
+from dicomnode.metrics import Metrics
+from dicomnode.net.scp import StorageSCP, StoredInstance
+from dicomnode.pipelines import available_pipelines
+from dicomnode.routing import first_match
+from dicomnode.spool import Spool
+
+__all__ = ["Node", "check_routes"]
+
+log = logging.getLogger(__name__)
+
+
+def check_routes(config: Config) -> dict[str, str]:
+    """Route name → problem ("" when usable): pipeline exists, model bundle verifies."""
+    problems: dict[str, str] = {}
+    pipelines = available_pipelines()
+    for route in config.routes:
+        problem = ""
+        if ":" not in route.pipeline and route.pipeline not in pipelines:
+            problem = f"pipeline '{route.pipeline}' is not installed (available: {', '.join(pipelines) or 'none'})"
+        else:
+            try:
+                bundle = load_bundle(config.models[route.model].path)
+                if ":" not in route.pipeline and bundle.task != route.pipeline:
+                    problem = f"model '{route.model}' is for task '{bundle.task}', not '{route.pipeline}'"
+            except DicomNodeError as exc:
+                problem = str(exc)
+        problems[route.name] = problem
+    return problems
+
+
+class Node:
+    """A running dicomnode. Build, :meth:`start`, then :meth:`serve` (blocks)."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.spool = Spool(config.spool.path)
+        self.assembler = Assembler(config.assembly.quiet_s, config.assembly.max_wait_s)
+        self.dispatcher = Dispatcher(config, self.spool, self.metrics)
+        from dicomnode.worker import Worker  # noqa: PLC0415 - keeps multiprocessing out of imports
+        self.worker = Worker(config, self.spool, self.metrics, self.dispatcher.add)
+        self.dispatcher.requeue = self.worker.submit
+        self.scp = StorageSCP(config, self.spool, self.metrics, self._stored)
+        self.http: StatusServer | None = None
+        self.route_problems: dict[str, str] = {}
+        self.stop_event = threading.Event()
+        self.port = 0
+        self._ticker = threading.Thread(target=self._tick_loop, name="assembler", daemon=True)
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def start(self) -> None:
+        """Rebuild state from the spool, then start every stage and the listener last."""
+        log.info("starting dicomnode: %s", self.config.summary())
+        self.route_problems = check_routes(self.config)
+        for name, problem in self.route_problems.items():
+            if problem:
+                log.error("route %s disabled: %s (matching series will fail with this reason)", name, problem)
+        removed = self.spool.clean_tmp()
+        if removed:
+            log.warning("removed %d half-written temp files from an earlier crash", removed)
+        self._restore_incoming()
+        self._restore_jobs()
+        self.worker.start()
+        self.dispatcher.start()
+        self._ticker.start()
+        if self.config.http.port:
+            self.http = StatusServer(self.config.http.host, self.config.http.port, self.health,
+                                     self.render_metrics)
+            self.http.start()
+        self.port = self.scp.start()
+
+    def serve(self, drain_timeout_s: float = 30.0) -> None:
+        """Block until SIGINT/SIGTERM (main thread) or :meth:`request_stop`; then drain."""
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, self._on_signal)
+            signal.signal(signal.SIGTERM, self._on_signal)
+        self.stop_event.wait()
+        self.shutdown(drain_timeout_s)
+
+    def request_stop(self) -> None:
+        self.stop_event.set()
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        if self.stop_event.is_set():
+            log.warning("second signal: exiting now")
+            os._exit(1)
+        log.info("signal %s: draining (send again to force exit)", signal.Signals(signum).name)
+        self.stop_event.set()
+
+    def shutdown(self, drain_timeout_s: float = 30.0) -> None:
+        """Stop accepting associations, finish or requeue jobs, stop sending, exit."""
+        self.stop_event.set()
+        self.scp.stop()
+        self.worker.shutdown(drain_timeout_s)
+        self.dispatcher.shutdown(10.0)
+        if self.http is not None:
+            self.http.stop()
+        log.info("stopped; %d series still assembling are kept in the spool", self.assembler.pending())
+
+    # -- stages -------------------------------------------------------------------------
+    def _stored(self, stored: StoredInstance) -> None:
+        self.assembler.add(stored.info)
+
+    def _tick_loop(self) -> None:
+        last_expiry = 0.0
+        while not self.stop_event.wait(0.25):
+            for series_uid, reason in self.assembler.due():
+                try:
+                    self._complete(series_uid, reason)
+                except (DicomNodeError, OSError) as exc:
+                    log.error("series %s: could not queue a job: %s", series_uid, exc)
+            if time.monotonic() - last_expiry > 3600:
+                last_expiry = time.monotonic()
+                self.spool.expire(self.config.spool.retention_days * 86400)
+
+    def _complete(self, series_uid: str, reason: str) -> None:
+        with self.spool.series_lock(series_uid):
+            self.assembler.discard(series_uid)
+            folder = self.spool.incoming_dir(series_uid)
+            if not folder.is_dir():
+                return
+            headers = self.spool.series_record(folder)["headers"]
+            route, trace = first_match(self.config.routes, headers)
+            with bound(study_uid=headers.get("StudyInstanceUID", ""), series_uid=series_uid):
+                self.metrics.inc("dicomnode_series_completed_total")
+                if route is None:
+                    self.spool.move_unmatched(series_uid)
+                    self.metrics.inc("dicomnode_series_unmatched_total")
+                    log.info("series complete (%s) but no route matched: %s", reason,
+                             "; ".join(f"{n}: {why}" for n, _, why in trace))
+                    return
+                job_id = self.spool.new_job_id(series_uid)
+                self.spool.move_series(series_uid, job_id)
+                log.info("series complete (%s) → route %s, job %s", reason, route.name, job_id)
+        self._create_job(job_id, route, headers)
+
+    def _create_job(self, job_id: str, route: Route, headers: dict[str, Any]) -> None:
+        model = self.config.models[route.model]
+        instances = len(list((self.spool.job_dir(job_id) / "input").glob("*.dcm")))
+        problem = self.route_problems.get(route.name, "")
+        version = ""
+        if not problem:
+            version = load_bundle(model.path, verify=False).version
+        record = {"job_id": job_id, "state": "failed" if problem else "queued", "route": route.name,
+                  "pipeline": route.pipeline, "model": route.model, "model_path": str(Path(model.path).resolve()),
+                  "model_version": version, "study_uid": headers.get("StudyInstanceUID", ""),
+                  "series_uid": headers.get("SeriesInstanceUID", ""), "instances": instances,
+                  "created": time.time(), "runs": 0, "error": f"route {route.name} disabled: {problem}" if problem else "",
+                  "destinations": {d: {"state": "pending", "attempts": 0, "last_error": "", "next_at": 0.0}
+                                   for d in route.destinations}}
+        self.spool.write_job(job_id, record)
+        if problem:
+            self.dispatcher.add(job_id)
+        else:
+            self.worker.submit(job_id)
+
+    # -- restart ------------------------------------------------------------------------
+    def _restore_incoming(self) -> None:
+        for series_uid in self.spool.incoming_series():
+            folder = self.spool.incoming_dir(series_uid)
+            files = list(folder.glob("*.dcm"))
+            if not files:
+                shutil.rmtree(folder, ignore_errors=True)
+                continue
+            infos = [read_info(f)[0] for f in files]
+            age = max(0.0, time.time() - max(f.stat().st_mtime for f in files))
+            self.assembler.restore(series_uid, infos, age)
+            log.info("series %s: %d instances restored from the spool, still assembling", series_uid, len(files))
+
+    def _restore_jobs(self) -> None:
+        for job_id in self.spool.job_ids():
+            job_dir = self.spool.job_dir(job_id)
+            if not (job_dir / "job.json").exists():
+                self._rebuild_job(job_id)
+                continue
+            with self.spool.job_lock(job_id):
+                record = self.spool.read_job(job_id)
+                if record.get("state") == "running":
+                    record["state"] = "queued"
+                    self.spool.write_job(job_id, record)
+                    log.warning("job %s was running when the node stopped; running it again", job_id)
+            if record["state"] == "queued":
+                self.worker.submit(job_id)
+            elif record["state"] in ("dispatching", "failed"):
+                self.dispatcher.add(job_id)
+
+    def _rebuild_job(self, job_id: str) -> None:
+        """A crash between moving a series and writing job.json: route it again."""
+        job_dir = self.spool.job_dir(job_id)
+        if not (job_dir / "input" / "series.json").exists():
+            shutil.rmtree(job_dir, ignore_errors=True)
+            return
+        headers = self.spool.series_record(job_dir / "input")["headers"]
+        route, _ = first_match(self.config.routes, headers)
+        if route is not None:
+            self._create_job(job_id, route, headers)
+
+    # -- observability ------------------------------------------------------------------
+    def job_states(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for job_id in self.spool.job_ids():
+            try:
+                state = str(self.spool.read_job(job_id).get("state"))
+            except DicomNodeError:
+                state = "unreadable"
+            counts[state] = counts.get(state, 0) + 1
+        return counts
+
+    def render_metrics(self) -> str:
+        for state in ("queued", "running", "dispatching", "done", "failed", "dead"):
+            self.metrics.set("dicomnode_jobs", 0, state=state)
+        for state, count in self.job_states().items():
+            self.metrics.set("dicomnode_jobs", count, state=state)
+        self.metrics.set("dicomnode_series_assembling", self.assembler.pending())
+        return self.metrics.render()
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        listening = self.scp.server is not None
+        workers = all(t.is_alive() for t in self.worker.threads)
+        free = self.spool.free_mb()
+        ok = listening and workers and free >= self.config.spool.min_free_mb
+        return ok, {"status": "ok" if ok else "degraded", "listening": listening, "dicom_port": self.port,
+                    "ae_title": self.config.node.ae_title, "workers_alive": workers,
+                    "spool_free_mb": round(free), "series_assembling": self.assembler.pending(),
+                    "routes_disabled": {k: v for k, v in self.route_problems.items() if v}}

@@ -1,0 +1,192 @@
+"""``dicomnode replay``: push files and folders into a node over C-STORE.
+
+Files are read header-only to learn their SOP class and transfer syntax, so each
+association proposes exactly the presentation contexts needed (SEG and label-map SEG
+included). ``--concurrency N`` spreads files over N associations. With
+``--wait-results DIR`` it then waits for the node's outputs in a folder destination and
+prints a findings table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pydicom
+from pynetdicom import AE
+
+from dicomnode.net import status as st
+
+__all__ = ["ReplayFile", "add_replay_arguments", "replay_command", "scan", "send"]
+
+
+@dataclass(frozen=True)
+class ReplayFile:
+    path: Path
+    sop_class: str
+    syntax: str
+    series_uid: str
+    study_uid: str
+    size: int
+
+
+def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("paths", nargs="+", type=Path, help="DICOM files or folders (recursive)")
+    parser.add_argument("--to", required=True, metavar="HOST:PORT")
+    parser.add_argument("--calling-aet", default="REPLAY")
+    parser.add_argument("--called-aet", default="DICOMNODE")
+    parser.add_argument("--concurrency", type=int, default=1, help="parallel associations")
+    parser.add_argument("--wait-results", type=Path, metavar="DIR",
+                        help="wait for outputs in this folder destination and print findings")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for results")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def scan(paths: Sequence[Path]) -> tuple[list[ReplayFile], list[str]]:
+    """Find DICOM files under ``paths``; return them and the skipped (non-DICOM) paths."""
+    found, skipped = [], []
+    for root in paths:
+        candidates = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+        for path in candidates:
+            try:
+                ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=[
+                    "SOPClassUID", "SeriesInstanceUID", "StudyInstanceUID"])
+                found.append(ReplayFile(path, str(ds.file_meta.MediaStorageSOPClassUID or ds.SOPClassUID),
+                                        str(ds.file_meta.TransferSyntaxUID), str(ds.get("SeriesInstanceUID", "")),
+                                        str(ds.get("StudyInstanceUID", "")), path.stat().st_size))
+            except Exception:  # noqa: BLE001 - anything unreadable is simply not sent
+                skipped.append(str(path))
+    return found, skipped
+
+
+class _Progress:
+    def __init__(self, total: int, total_bytes: int, quiet: bool) -> None:
+        self.total, self.total_bytes, self.quiet = total, total_bytes, quiet
+        self.done = self.bytes = 0
+        self.started = time.monotonic()
+        self.lock = threading.Lock()
+
+    def step(self, size: int) -> None:
+        with self.lock:
+            self.done += 1
+            self.bytes += size
+            if not self.quiet and (self.done % 10 == 0 or self.done == self.total):
+                self.draw()
+
+    def draw(self) -> None:
+        secs = max(1e-6, time.monotonic() - self.started)
+        frac = self.done / max(1, self.total)
+        bar = "#" * int(30 * frac)
+        sys.stderr.write(f"\r[{bar:<30}] {self.done}/{self.total} instances  "
+                         f"{self.bytes / secs / 1e6:6.1f} MB/s  {self.done / secs:6.0f} inst/s")
+        sys.stderr.flush()
+
+
+def _send_chunk(files: list[ReplayFile], host: str, port: int, calling: str, called: str,
+                progress: _Progress) -> Counter[str]:
+    ae = AE(ae_title=calling)
+    for sop_class, syntax in sorted({(f.sop_class, f.syntax) for f in files}):
+        ae.add_requested_context(sop_class, syntax)
+    statuses: Counter[str] = Counter()
+    assoc = ae.associate(host, port, ae_title=called)
+    if not assoc.is_established:
+        statuses["association failed"] += len(files)
+        return statuses
+    try:
+        for item in files:
+            try:
+                answer = assoc.send_c_store(item.path)
+                code = int(answer.Status) if "Status" in answer else None
+                statuses["no response" if code is None else st.describe(code)] += 1
+            except (ValueError, RuntimeError) as exc:
+                statuses[f"not sent: {exc}"[:80]] += 1
+            progress.step(item.size)
+    finally:
+        assoc.release()
+    return statuses
+
+
+def send(files: list[ReplayFile], host: str, port: int, *, calling: str = "REPLAY", called: str = "DICOMNODE",
+         concurrency: int = 1, quiet: bool = True) -> Counter[str]:
+    """Send ``files`` over ``concurrency`` associations; return a count per status text."""
+    progress = _Progress(len(files), sum(f.size for f in files), quiet)
+    chunks: list[list[ReplayFile]] = [[] for _ in range(max(1, concurrency))]
+    for i, item in enumerate(files):
+        chunks[i % len(chunks)].append(item)
+    total: Counter[str] = Counter()
+    with ThreadPoolExecutor(len(chunks)) as pool:
+        for result in pool.map(lambda c: _send_chunk(c, host, port, calling, called, progress),
+                               [c for c in chunks if c]):
+            total.update(result)
+    if not quiet:
+        progress.draw()
+        sys.stderr.write("\n")
+    return total
+
+
+def _result_of(folder: Path, series_uid: str) -> dict[str, object] | None:
+    for name in ("result.json", "error.json"):
+        for path in folder.glob(f"*/{series_uid}/*/{name}"):
+            try:
+                return dict(json.loads(path.read_text()), _kind=name)
+            except ValueError:
+                return None
+    return None
+
+
+def wait_results(folder: Path, series: set[str], timeout_s: float) -> dict[str, dict[str, object]]:
+    """Poll ``folder`` until every series has a result/error file or the timeout passes."""
+    deadline, results = time.monotonic() + timeout_s, {}
+    while time.monotonic() < deadline and len(results) < len(series):
+        for uid in series - set(results):
+            found = _result_of(folder, uid)
+            if found is not None:
+                results[uid] = found
+        time.sleep(0.5)
+    return results
+
+
+def print_findings(results: dict[str, dict[str, object]], series: set[str]) -> None:
+    print(f"\n{'SERIES':<66} {'PIPELINE':<14} RESULT")
+    for uid in sorted(series):
+        res = results.get(uid)
+        if res is None:
+            print(f"{uid:<66} {'-':<14} no result (unrouted, still running, or timed out)")
+            continue
+        if res["_kind"] == "error.json":
+            print(f"{uid:<66} {str(res.get('pipeline')):<14} ERROR {res.get('error')}")
+            continue
+        findings = res.get("findings") or {}
+        assert isinstance(findings, dict)
+        text = str(findings.get("summary") or json.dumps(findings)[:120])
+        print(f"{uid:<66} {str(res.get('pipeline')):<14} {text}")
+
+
+def replay_command(args: argparse.Namespace) -> int:
+    host, _, port = str(args.to).rpartition(":")
+    files, skipped = scan(args.paths)
+    if not files:
+        print(f"replay: no DICOM files under {', '.join(map(str, args.paths))}", file=sys.stderr)
+        return 2
+    series = {f.series_uid for f in files}
+    print(f"sending {len(files)} instances of {len(series)} series to {args.called_aet}@{args.to}"
+          + (f" ({len(skipped)} non-DICOM files skipped)" if skipped else ""), file=sys.stderr)
+    statuses = send(files, host, int(port), calling=args.calling_aet, called=args.called_aet,
+                    concurrency=args.concurrency, quiet=args.quiet)
+    for text, count in sorted(statuses.items()):
+        print(f"  {count:>6}  {text}")
+    failed = sum(c for t, c in statuses.items() if not t.startswith(("0x0000", "0xB")))
+    if args.wait_results:
+        results = wait_results(args.wait_results, series, args.timeout)
+        print_findings(results, series)
+        if not results:
+            return 1
+    return 1 if failed else 0

@@ -1,0 +1,80 @@
+"""The worker child process: keeps pipelines warm and runs one job at a time.
+
+Runs in a separate process (``spawn``) so a pipeline that hangs, crashes or leaks can be
+killed and restarted without touching the DICOM listener. Models are loaded once per
+child and reused for every job with the same (pipeline, model).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import traceback
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from dicomnode.errors import DicomNodeError
+from dicomnode.inference.manifest import load_bundle
+from dicomnode.log import bound, configure_logging
+from dicomnode.pipelines import create_pipeline
+from dicomnode.pipelines.base import Pipeline, PipelineContext, PipelineResult
+
+__all__ = ["child_main", "write_result"]
+
+log = logging.getLogger(__name__)
+
+
+def write_result(result: PipelineResult, outputs: Path) -> list[str]:
+    """Write output datasets and side files into ``outputs``; return the file names."""
+    names = []
+    for ds in result.datasets:
+        name = f"{ds.Modality}-{ds.SOPInstanceUID}.dcm"
+        ds.save_as(outputs / name, enforce_file_format=True)
+        names.append(name)
+    for name, data in result.files.items():
+        (outputs / name).write_bytes(data)
+        names.append(name)
+    (outputs / "findings.json").write_text(json.dumps(result.findings, indent=1, default=str))
+    return names
+
+
+def _run(request: dict[str, Any], cache: dict[tuple[str, str], Pipeline]) -> dict[str, Any]:
+    key = (request["pipeline"], request["model_path"])
+    if key not in cache:
+        bundle = load_bundle(Path(request["model_path"]))
+        cache[key] = create_pipeline(request["pipeline"], bundle, request["settings"])
+    pipeline = cache[key]
+    job_dir = Path(request["job_dir"])
+    files = sorted((job_dir / "input").glob("*.dcm"))
+    ctx = PipelineContext(pipeline=request["pipeline"], study_uid=request["study_uid"],
+                          series_uid=request["series_uid"], workdir=job_dir / "work",
+                          uid_root=request["uid_root"], job_id=request["job_id"])
+    ctx.workdir.mkdir(exist_ok=True)
+    started = time.monotonic()
+    result = pipeline.run(files, ctx)
+    seconds = time.monotonic() - started
+    names = write_result(result, job_dir / "outputs")
+    return {"ok": True, "outputs": names, "seconds": seconds, "findings": dict(result.findings)}
+
+
+def child_main(conn: Connection, log_format: str, log_level: str) -> None:
+    """Serve job requests from ``conn`` until it is closed."""
+    configure_logging(log_format, log_level)
+    cache: dict[tuple[str, str], Pipeline] = {}
+    while True:
+        try:
+            request = conn.recv()
+        except (EOFError, OSError):
+            return
+        with bound(job_id=request["job_id"], study_uid=request["study_uid"], series_uid=request["series_uid"]):
+            try:
+                reply = _run(request, cache)
+            except DicomNodeError as exc:
+                log.error("job failed: %s", exc)
+                reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+            except Exception as exc:  # noqa: BLE001 - report every failure to the parent
+                log.error("job crashed: %s\n%s", exc, traceback.format_exc())
+                reply = {"ok": False, "error": f"internal error {type(exc).__name__}: {exc}"}
+        conn.send(reply)
