@@ -1,0 +1,277 @@
+"""MR lateral-lymph-node findings → TID 1500 Measurement Report (Comprehensive 3D SR).
+
+Per node:
+
+* a TID 1411 volumetric group referencing the node's SEG segment (same TrackingUID),
+  finding site = station code + laterality, measurements short axis, long axis and
+  volume, qualitative evaluation "Neoplasm, Secondary" present/absent (the final status);
+* two TID 1410 planar groups, ``LN-n short axis`` and ``LN-n long axis``, each a 2-point
+  POLYLINE on the slice where that axis was measured, so OHIF can draw them (OHIF 3.13
+  crashes on SRs whose only groups are volumetric ones).
+
+A TID 1501 summary group ``LLN status`` carries the patient level: "Lymph node"
+present/absent (any node detected), "Neoplasm, Secondary" present/absent (lateral
+lymph-node status) and the number of positive nodes. A series without nodes gets only the
+summary (no lymph nodes detected, status negative) and no SEG is referenced.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+from pydicom import Dataset
+from pydicom.sr.codedict import codes
+
+from dicomnode.dicom.volume import Volume
+from dicomnode.errors import OutputError
+from dicomnode.inference.manifest import ModelBundle
+from dicomnode.outputs.common import MANUFACTURER, series_description
+from dicomnode.outputs.mri_seg import (
+    LATERALITY_CODES,
+    node_tracking_uid,
+    source_images,
+    station_code,
+)
+from dicomnode.pipelines.base import PipelineContext
+from dicomnode.pipelines.lln_findings import AxisMeasurement, LlnFindings, NodeFinding
+
+if TYPE_CHECKING:
+    import highdicom as hd
+
+__all__ = ["SR_SERIES_NUMBER", "SUMMARY_TRACKING_ID", "build_sr"]
+
+logger = logging.getLogger(__name__)
+
+SR_SERIES_NUMBER = 902
+SUMMARY_TRACKING_ID = "LLN status"
+METASTASIS = codes.cid7159.NeoplasmSecondary  # SCT 14799000
+
+
+def _present(flag: bool) -> object:
+    return codes.SCT.Present if flag else codes.SCT.Absent
+
+
+def _finding_site(node: NodeFinding) -> hd.sr.FindingSite:
+    import highdicom as hd
+
+    return hd.sr.FindingSite(
+        anatomic_location=station_code(node.station), laterality=LATERALITY_CODES[node.side]
+    )
+
+
+def _status(node: NodeFinding) -> list[hd.sr.QualitativeEvaluation]:
+    import highdicom as hd
+
+    return [hd.sr.QualitativeEvaluation(name=METASTASIS, value=_present(node.positive))]
+
+
+def _mm(name: object, value: float) -> hd.sr.Measurement:
+    import highdicom as hd
+
+    return hd.sr.Measurement(name=name, value=round(value, 2), unit=codes.UCUM.Millimeter)
+
+
+def _volumetric(
+    node: NodeFinding, seg: Dataset, bundle: ModelBundle, ctx: PipelineContext
+) -> hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations:
+    import highdicom as hd
+
+    return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            uid=node_tracking_uid(ctx, bundle, node), identifier=node.tracking_id
+        ),
+        referenced_segment=hd.sr.ReferencedSegment.from_segmentation(
+            seg, segment_number=node.number
+        ),
+        finding_type=codes.SCT.LymphNode,
+        finding_category=codes.SCT.AnatomicalStructure,
+        finding_sites=[_finding_site(node)],
+        algorithm_id=hd.sr.AlgorithmIdentification(name=bundle.id, version=bundle.version),
+        measurements=[
+            _mm(codes.SCT.ShortAxis, node.short_axis.length_mm),
+            _mm(codes.SCT.LongAxis, node.long_axis.length_mm),
+            hd.sr.Measurement(
+                name=codes.SCT.Volume,
+                value=round(node.volume_mm3, 1),
+                unit=codes.UCUM.CubicMillimeter,
+            ),
+        ],
+        qualitative_evaluations=_status(node),
+    )
+
+
+def _planar(
+    node: NodeFinding,
+    which: str,
+    axis: AxisMeasurement,
+    image: tuple[Dataset, int | None],
+    ids: tuple[str, ModelBundle],
+) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
+    import highdicom as hd
+
+    dataset, frame = image
+    uid, bundle = ids
+    region = hd.sr.ImageRegion(
+        graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
+        graphic_data=np.array([axis.start, axis.end], dtype=float),
+        source_image=hd.sr.SourceImageForRegion.from_source_image(
+            dataset, referenced_frame_numbers=None if frame is None else [frame]
+        ),
+    )
+    name = codes.SCT.ShortAxis if which == "short" else codes.SCT.LongAxis
+    return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            uid=uid, identifier=f"{node.tracking_id} {which} axis"
+        ),
+        referenced_region=region,
+        finding_type=codes.SCT.LymphNode,
+        finding_category=codes.SCT.AnatomicalStructure,
+        finding_sites=[_finding_site(node)],
+        algorithm_id=hd.sr.AlgorithmIdentification(name=bundle.id, version=bundle.version),
+        measurements=[_mm(name, axis.length_mm)],
+        qualitative_evaluations=_status(node),
+    )
+
+
+def _summary(
+    findings: LlnFindings, bundle: ModelBundle, ctx: PipelineContext
+) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+    import highdicom as hd
+
+    n_positive = sum(n.positive for n in findings.nodes)
+    return hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            uid=ctx.uid(bundle, "sr.summary.tracking"), identifier=SUMMARY_TRACKING_ID
+        ),
+        finding_type=codes.SCT.LymphNode,
+        finding_category=codes.SCT.AnatomicalStructure,
+        finding_sites=[hd.sr.FindingSite(anatomic_location=codes.SCT.PelvicLymphNode)],
+        algorithm_id=hd.sr.AlgorithmIdentification(name=bundle.id, version=bundle.version),
+        measurements=[
+            hd.sr.Measurement(
+                name=codes.DCM.NumberOfNodesPositive, value=n_positive, unit=codes.UCUM.NoUnits
+            )
+        ],
+        qualitative_evaluations=[
+            hd.sr.QualitativeEvaluation(
+                name=codes.SCT.LymphNode, value=_present(bool(findings.nodes))
+            ),
+            hd.sr.QualitativeEvaluation(name=METASTASIS, value=_present(findings.lln_positive)),
+        ],
+    )
+
+
+def _groups(
+    volume: Volume,
+    findings: LlnFindings,
+    sources: Sequence[Dataset],
+    seg: Dataset | None,
+    ctx_bundle: tuple[PipelineContext, ModelBundle],
+) -> list[object]:
+    ctx, bundle = ctx_bundle
+    by_uid = {str(ds.SOPInstanceUID): ds for ds in sources}
+
+    def image(z: int) -> tuple[Dataset, int | None]:
+        src = volume.sources[z]
+        return by_uid[src.sop_instance_uid], src.frame_number
+
+    groups: list[object] = [_summary(findings, bundle, ctx)]
+    for node in findings.nodes:
+        if seg is None:
+            raise OutputError("nodes were found but no SEG was given to reference")
+        groups.append(_volumetric(node, seg, bundle, ctx))
+        for which, axis in (("short", node.short_axis), ("long", node.long_axis)):
+            uid = ctx.uid(bundle, f"node.{node.number}.{which}-axis.tracking")
+            groups.append(_planar(node, which, axis, image(axis.slice_index), (uid, bundle)))
+    return groups
+
+
+def _check_readback(sr: Dataset, findings: LlnFindings) -> None:
+    import highdicom as hd
+
+    buffer = io.BytesIO()
+    sr.save_as(buffer)
+    buffer.seek(0)
+    report = hd.sr.srread(buffer).content
+    n = len(findings.nodes)
+    counts = (
+        len(report.get_volumetric_roi_measurement_groups()),
+        len(report.get_planar_roi_measurement_groups()),
+        len(report.get_image_measurement_groups()),
+    )
+    if counts != (n, 2 * n, 1):
+        raise OutputError(
+            f"SR read-back has (volumetric, planar, summary) groups {counts}, "
+            f"expected {(n, 2 * n, 1)}"
+        )
+
+
+def build_sr(
+    volume: Volume,
+    findings: LlnFindings,
+    bundle: ModelBundle,
+    ctx: PipelineContext,
+    source_datasets: Sequence[Dataset],
+    seg: Dataset | None,
+) -> hd.sr.Comprehensive3DSR:
+    """Build and verify the TID 1500 Comprehensive 3D SR.
+
+    Parameters
+    ----------
+    volume
+        Source volume (maps a slice index to its instance and frame).
+    findings
+        Nodes and patient status.
+    bundle, ctx
+        Model bundle and job context (deterministic UIDs).
+    source_datasets
+        The series' instances; all are recorded as evidence.
+    seg
+        The SEG from :func:`dicomnode.outputs.mri_seg.build_seg` (``None`` without nodes).
+
+    Raises
+    ------
+    OutputError
+        The SR cannot be built or does not read back with the expected groups.
+    """
+    import highdicom as hd
+
+    sources = source_images(volume, source_datasets)
+    observer = hd.sr.ObserverContext(
+        observer_type=codes.DCM.Device,
+        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+            uid=ctx.uid(bundle, "sr.device"),
+            name=bundle.id[:64],
+            manufacturer_name=MANUFACTURER,
+            model_name=f"{bundle.id} {bundle.version}"[:64],
+        ),
+    )
+    try:
+        report = hd.sr.MeasurementReport(
+            observation_context=hd.sr.ObservationContext(observer_device_context=observer),
+            procedure_reported=codes.SCT.ImagingProcedure,
+            imaging_measurements=_groups(volume, findings, sources, seg, (ctx, bundle)),
+            title=codes.DCM.ImagingMeasurementReport,
+        )
+        sr = hd.sr.Comprehensive3DSR(
+            evidence=[*sources, *([seg] if seg is not None else [])],
+            content=report,
+            series_instance_uid=ctx.uid(bundle, "sr.series"),
+            series_number=SR_SERIES_NUMBER,
+            sop_instance_uid=ctx.uid(bundle, "sr.instance"),
+            instance_number=1,
+            manufacturer=MANUFACTURER,
+            series_description=series_description(bundle, "LLN SR"),
+            is_complete=True,
+            is_final=False,
+            is_verified=False,  # unverified AI output
+        )
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise OutputError(f"SR could not be built: {exc}") from exc
+    _check_readback(sr, findings)
+    logger.info("SR with %d node(s), LLN %s", len(findings.nodes), findings.lln_positive)
+    return sr
