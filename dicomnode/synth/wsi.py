@@ -182,9 +182,7 @@ def _hash(ix: np.ndarray, iy: np.ndarray, salt: int) -> np.ndarray:
     return (h >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
 
-def _lattice(
-    i0: int, j0: int, rows: int, cols: int, salt: int, n: int
-) -> list[np.ndarray]:
+def _lattice(i0: int, j0: int, rows: int, cols: int, salt: int, n: int) -> list[np.ndarray]:
     """``n`` hashed float fields on lattice rows ``j0..j0+rows`` × cols ``i0..i0+cols``."""
     jj, ii = np.mgrid[j0 : j0 + rows, i0 : i0 + cols]
     return [_hash(ii, jj, salt + k) for k in range(n)]
@@ -194,8 +192,9 @@ def _value_noise(xs: np.ndarray, ys: np.ndarray, cell: float, salt: int) -> np.n
     """Smooth noise in [0, 1) on the grid ``ys × xs`` (µm): interpolated lattice values."""
     gx, gy = xs / cell, ys / cell
     ix, iy = np.floor(gx).astype(np.int64), np.floor(gy).astype(np.int64)
-    (val,) = _lattice(int(ix[0]), int(iy[0]), int(iy[-1] - iy[0]) + 2, int(ix[-1] - ix[0]) + 2,
-                      salt, 1)
+    (val,) = _lattice(
+        int(ix[0]), int(iy[0]), int(iy[-1] - iy[0]) + 2, int(ix[-1] - ix[0]) + 2, salt, 1
+    )
     fx, fy = gx - ix, gy - iy
     fx, fy = fx * fx * (3 - 2 * fx), fy * fy * (3 - 2 * fy)
     cx, cy = ix - ix[0], iy - iy[0]
@@ -205,7 +204,12 @@ def _value_noise(xs: np.ndarray, ys: np.ndarray, cell: float, salt: int) -> np.n
 
 
 def _nuclei(
-    xs: np.ndarray, ys: np.ndarray, cell: float, radius: float, density: float, salt: int,
+    xs: np.ndarray,
+    ys: np.ndarray,
+    cell: float,
+    radius: float,
+    density: float,
+    salt: int,
     sparse: tuple[float, float, float] | None = None,
 ) -> np.ndarray:
     """Distance to the nearest nucleus centre, in units of its radius, on ``ys × xs`` (µm).
@@ -220,8 +224,12 @@ def _nuclei(
     jit_x, jit_y, size, keep = _lattice(i0, j0, rows, cols, salt, 4)
     p = np.full((rows, cols), density)
     if sparse is not None:
-        noise = _value_noise((np.arange(cols) + i0 + 0.5) * cell,
-                             (np.arange(rows) + j0 + 0.5) * cell, sparse[0], salt + 7)
+        noise = _value_noise(
+            (np.arange(cols) + i0 + 0.5) * cell,
+            (np.arange(rows) + j0 + 0.5) * cell,
+            sparse[0],
+            salt + 7,
+        )
         p = np.clip(density * (1.0 - (noise - sparse[1]) * 3.0), sparse[2], density)
     cen_x = ((np.arange(cols) + i0 + 0.15)[None, :] + 0.7 * jit_x) * cell
     cen_y = ((np.arange(rows) + j0 + 0.15)[:, None] + 0.7 * jit_y) * cell
@@ -314,18 +322,24 @@ def _random_blobs(rng: np.random.Generator, size_mm: tuple[float, float]) -> tup
     w, h = size_mm
 
     def wobble() -> tuple[tuple[float, float], ...]:
-        return tuple((float(rng.uniform(0.01, 0.04)), float(rng.uniform(0, 2 * math.pi)))
-                     for _ in range(4))
+        return tuple(
+            (float(rng.uniform(0.01, 0.04)), float(rng.uniform(0, 2 * math.pi))) for _ in range(4)
+        )
 
     main = _Blob(
         center=(w * float(rng.uniform(0.48, 0.52)), h * float(rng.uniform(0.48, 0.52))),
         axes=(w * float(rng.uniform(0.38, 0.42)), h * float(rng.uniform(0.36, 0.40))),
-        angle=float(rng.uniform(-0.3, 0.3)), wobble=wobble(),
+        angle=float(rng.uniform(-0.3, 0.3)),
+        wobble=wobble(),
     )
     if rng.random() >= 0.5:
         return (main,)
-    small = _Blob(center=(w * 0.9, h * 0.1), axes=(w * 0.06, h * 0.05),
-                  angle=float(rng.uniform(0, math.pi)), wobble=wobble())
+    small = _Blob(
+        center=(w * 0.9, h * 0.1),
+        axes=(w * 0.06, h * 0.05),
+        angle=float(rng.uniform(0, math.pi)),
+        wobble=wobble(),
+    )
     return (main, small)
 
 
@@ -336,8 +350,9 @@ def _fits(blob: _Blob, dep: SyntheticDeposit, others: list[SyntheticDeposit]) ->
     pts_x, pts_y = np.append(cx + r * np.cos(ang), cx), np.append(cy + r * np.sin(ang), cy)
     if not bool(np.all(blob.inside(pts_x, pts_y))):
         return False
-    return all(math.dist(dep.center_mm, o.center_mm) > dep.radius_mm + o.radius_mm + 0.15
-               for o in others)
+    return all(
+        math.dist(dep.center_mm, o.center_mm) > dep.radius_mm + o.radius_mm + 0.15 for o in others
+    )
 
 
 def _random_deposits(rng: np.random.Generator, blob: _Blob) -> list[SyntheticDeposit]:
@@ -350,7 +365,10 @@ def _random_deposits(rng: np.random.Generator, blob: _Blob) -> list[SyntheticDep
         for _ in range(500):
             off = rng.uniform(-1.0, 1.0, 2) * np.asarray(blob.axes)
             dep = SyntheticDeposit(
-                (round(blob.center[0] + float(off[0]), 4), round(blob.center[1] + float(off[1]), 4)),
+                (
+                    round(blob.center[0] + float(off[0]), 4),
+                    round(blob.center[1] + float(off[1]), 4),
+                ),
                 round(diameter / 2.0, 4),
             )
             if _fits(blob, dep, placed):
@@ -376,32 +394,57 @@ def _metadata(seed: int, uid: Callable[[str], str]) -> Any:
     from pydicom.sr.codedict import codes
     from pydicom.uid import UID
     from wsidicom import metadata as md
-    from wsidicom.conceptcode import IlluminationColorCode, IlluminationCode, SpecimenStainsCode
+    from wsidicom.conceptcode import IlluminationCode, IlluminationColorCode, SpecimenStainsCode
 
     when = datetime.datetime(2026, 1, 1, 12, 0, 0)
-    stain = md.Staining(substances=[SpecimenStainsCode("hematoxylin stain"),
-                                    SpecimenStainsCode("water soluble eosin stain")])
-    sample = md.SlideSample(identifier=f"SYNTH-SPECIMEN-{seed}", uid=UID(uid("specimen")),
-                            anatomical_sites=[codes.SCT.LymphNode], steps=[stain],
-                            short_description="Synthetic lymph node section")
+    stain = md.Staining(
+        substances=[
+            SpecimenStainsCode("hematoxylin stain"),
+            SpecimenStainsCode("water soluble eosin stain"),
+        ]
+    )
+    sample = md.SlideSample(
+        identifier=f"SYNTH-SPECIMEN-{seed}",
+        uid=UID(uid("specimen")),
+        anatomical_sites=[codes.SCT.LymphNode],
+        steps=[stain],
+        short_description="Synthetic lymph node section",
+    )
     optical = md.OpticalPath(
-        identifier="1", description="Brightfield", icc_profile=_icc_profile(),
+        identifier="1",
+        description="Brightfield",
+        icc_profile=_icc_profile(),
         illumination_types=[IlluminationCode("Brightfield illumination")],
-        illumination=IlluminationColorCode("Full Spectrum"), color_space="SRGB",
+        illumination=IlluminationColorCode("Full Spectrum"),
+        color_space="SRGB",
     )
     return md.WsiMetadata(
-        study=md.Study(uid=UID(uid("study")), identifier=f"SYN{seed}", date=when.date(),
-                       time=when.time(), accession_number=f"SYNACC{seed}",
-                       referring_physician_name="", description="Synthetic WSI"),
+        study=md.Study(
+            uid=UID(uid("study")),
+            identifier=f"SYN{seed}",
+            date=when.date(),
+            time=when.time(),
+            accession_number=f"SYNACC{seed}",
+            referring_physician_name="",
+            description="Synthetic WSI",
+        ),
         series=md.Series(uid=UID(uid("series")), number=1, description="H&E (synthetic)"),
         patient=md.Patient(name="SYNTHETIC^SLIDE", identifier=f"SYNTH-{seed}"),
-        equipment=md.Equipment(manufacturer="dicomnode", model_name="synthetic WSI generator",
-                               device_serial_number="0", software_versions=["0.1"]),
+        equipment=md.Equipment(
+            manufacturer="dicomnode",
+            model_name="synthetic WSI generator",
+            device_serial_number="0",
+            software_versions=["0.1"],
+        ),
         slide=md.Slide(identifier=f"SYNTH-SLIDE-{seed}", stainings=[stain], samples=[sample]),
-        pyramid=md.Pyramid(image=md.Image(acquisition_datetime=when, content_datetime=when),
-                           optical_paths=[optical], uid=UID(uid("pyramid")),
-                           description="Synthetic pyramid"),
-        label=md.Label(), frame_of_reference_uid=UID(uid("frame-of-reference")),
+        pyramid=md.Pyramid(
+            image=md.Image(acquisition_datetime=when, content_datetime=when),
+            optical_paths=[optical],
+            uid=UID(uid("pyramid")),
+            description="Synthetic pyramid",
+        ),
+        label=md.Label(),
+        frame_of_reference_uid=UID(uid("frame-of-reference")),
         dimension_organization_uids=[UID(uid("dimension-organization"))],
     )
 
@@ -431,8 +474,11 @@ def _write_dicom(slide: SyntheticSlide, tile_size: int) -> list[Path]:
         image_size = property(lambda self: Size(*slide.size_px))
         tile_size = property(lambda self: Size(tile_size, tile_size))
         pixel_spacing = property(lambda self: SizeMm(slide.mpp / 1000, slide.mpp / 1000))
-        imaged_size = property(lambda self: SizeMm(slide.size_px[0] * slide.mpp / 1000,
-                                                   slide.size_px[1] * slide.mpp / 1000))
+        imaged_size = property(
+            lambda self: SizeMm(
+                slide.size_px[0] * slide.mpp / 1000, slide.size_px[1] * slide.mpp / 1000
+            )
+        )
         samples_per_pixel = property(lambda self: 3)
         photometric_interpretation = property(lambda self: "YBR_FULL_422")
         bits = property(lambda self: 8)
@@ -441,8 +487,9 @@ def _write_dicom(slide: SyntheticSlide, tile_size: int) -> list[Path]:
         lossy_compression = property(lambda self: None)
         transcoder = property(lambda self: None)
 
-        def get_decoded_tile(self, tile: Point, z: float, path: str,
-                             cache: bool = True) -> np.ndarray:
+        def get_decoded_tile(
+            self, tile: Point, z: float, path: str, cache: bool = True
+        ) -> np.ndarray:
             x, y = tile.x * tile_size, tile.y * tile_size
             out = np.full((tile_size, tile_size, 3), 255, np.uint8)  # white past the edge
             w, h = min(tile_size, slide.size_px[0] - x), min(tile_size, slide.size_px[1] - y)
@@ -478,8 +525,13 @@ def _write_dicom(slide: SyntheticSlide, tile_size: int) -> list[Path]:
             return UID(uid("sop", size, "\\".join(dataset.ImageType)))
 
     with WsiDicom(SlideSource()) as wsi:
-        files = wsi.save(slide.folder, uid_generator=SeededUids(), add_missing_levels=True,
-                         workers=2, include_labels=False)
+        files = wsi.save(
+            slide.folder,
+            uid_generator=SeededUids(),
+            add_missing_levels=True,
+            workers=2,
+            include_labels=False,
+        )
     return sorted(Path(str(f)) for f in files)
 
 
@@ -539,6 +591,12 @@ def generate_slide(
     folder.mkdir(parents=True, exist_ok=True)
     slide = SyntheticSlide(folder, [], mpp, size_px, placed, seed=seed, blobs=blobs)
     files = _write_dicom(slide, tile_size)
-    logger.info("synthetic slide seed=%d %dx%d px, %d deposit(s), %d file(s) in %s",
-                seed, *size_px, len(placed), len(files), folder)
+    logger.info(
+        "synthetic slide seed=%d %dx%d px, %d deposit(s), %d file(s) in %s",
+        seed,
+        *size_px,
+        len(placed),
+        len(files),
+        folder,
+    )
     return replace(slide, files=files)
