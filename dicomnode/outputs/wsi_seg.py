@@ -36,7 +36,15 @@ from dicomnode.errors import OutputError
 from dicomnode.inference.manifest import ModelBundle
 from dicomnode.outputs.common import MANUFACTURER, SOFTWARE_VERSION, series_description
 
-__all__ = ["BAND_COLOURS", "SegGeometry", "band_masks", "build_wsi_seg", "slide_reference"]
+__all__ = [
+    "BAND_COLOURS",
+    "TUMOUR_COLOUR",
+    "SegGeometry",
+    "band_masks",
+    "build_wsi_seg",
+    "slide_reference",
+    "to_output_grid",
+]
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,117 @@
+"""PNG preview of a slide result: thumbnail, three-band heatmap, deposit outlines, legend.
+
+The heatmap follows the display convention of SEEDS §2: red p > 0.9, green 0.7–0.9,
+blue 0.5–0.7, drawn half-transparent over the thumbnail; deposits are outlined in
+yellow. A legend strip under the image names the bands, the slide class and says
+"NOT FOR CLINICAL USE".
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from dicomnode.outputs.common import NOT_FOR_CLINICAL_USE
+from dicomnode.outputs.wsi_seg import BAND_COLOURS, TUMOUR_COLOUR, to_output_grid
+
+__all__ = ["render_preview"]
+
+logger = logging.getLogger(__name__)
+
+_ALPHA = 0.45
+_LEGEND_H = 64
+
+
+def _fit(rgb: np.ndarray, max_side: int) -> tuple[Image.Image, float]:
+    img = Image.fromarray(rgb)
+    scale = min(1.0, max_side / max(img.size))
+    if scale < 1.0:
+        img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))),
+                         Image.Resampling.BOX)
+    return img, scale
+
+
+def _overlay(img: Image.Image, bands: np.ndarray) -> Image.Image:
+    """Blend the bands (``(3, r, c)`` bool on the thumbnail's pixel grid) onto ``img``."""
+    lut = np.zeros((4, 3), np.float32)
+    lut[1:] = np.asarray(BAND_COLOURS, np.float32)
+    label = np.zeros(bands.shape[1:], np.uint8)
+    for k in (2, 1, 0):  # highest band wins
+        label[bands[k]] = k + 1
+    label_img = Image.fromarray(label).resize(img.size, Image.Resampling.NEAREST)
+    lab = np.asarray(label_img)
+    base = np.asarray(img, np.float32)
+    alpha = np.where(lab > 0, _ALPHA, 0.0)[..., None]
+    return Image.fromarray((base * (1 - alpha) + lut[lab] * alpha).astype(np.uint8))
+
+
+def _legend(width: int, bands: Sequence[float], headline: str) -> Image.Image:
+    strip = Image.new("RGB", (max(width, 420), _LEGEND_H), (255, 255, 255))
+    draw = ImageDraw.Draw(strip)
+    font = ImageFont.load_default()
+    lo, mid, hi = (f"{float(b):g}" for b in bands)
+    entries = [(BAND_COLOURS[0], f"p>{hi}"), (BAND_COLOURS[1], f"{mid}-{hi}"),
+               (BAND_COLOURS[2], f"{lo}-{mid}"), (TUMOUR_COLOUR, "deposit")]
+    x = 6
+    for colour, text in entries:
+        draw.rectangle([x, 6, x + 14, 20], fill=colour, outline=(0, 0, 0))
+        draw.text((x + 18, 7), text, fill=(0, 0, 0), font=font)
+        x += 24 + int(draw.textlength(text, font=font)) + 12
+    draw.text((6, 26), headline, fill=(0, 0, 0), font=font)
+    draw.text((6, 44), NOT_FOR_CLINICAL_USE, fill=(200, 0, 0), font=font)
+    return strip
+
+
+def render_preview(
+    thumbnail: np.ndarray,
+    thumbnail_mpp: float,
+    bands: np.ndarray,
+    band_cell_um: float,
+    outlines_um: Sequence[np.ndarray],
+    *,
+    band_limits: Sequence[float],
+    headline: str,
+    max_side: int = 1024,
+) -> bytes:
+    """Render the preview PNG.
+
+    Parameters
+    ----------
+    thumbnail, thumbnail_mpp
+        RGB image of the whole slide and its µm/px (origin at the slide origin).
+    bands
+        ``(3, rows, cols)`` boolean heatmap bands on the classifier patch grid.
+    band_cell_um
+        Side of one patch in µm.
+    outlines_um
+        Deposit outlines, ``(N, 2)`` (x, y) µm from the slide origin.
+    band_limits, headline
+        Legend text: band limits and a one-line summary (class, largest deposit).
+    max_side
+        Longest side of the image part in pixels.
+
+    Returns
+    -------
+    bytes
+        PNG file content.
+    """
+    img, scale = _fit(thumbnail, max_side)
+    on_thumb = to_output_grid(bands, band_cell_um, thumbnail_mpp, thumbnail.shape[:2])
+    img = _overlay(img, on_thumb)
+    draw = ImageDraw.Draw(img)
+    px_per_um = scale / thumbnail_mpp
+    for ring in outlines_um:
+        pts = [(float(x) * px_per_um, float(y) * px_per_um) for x, y in ring]
+        if len(pts) >= 2:
+            draw.line(pts, fill=TUMOUR_COLOUR, width=2)
+    legend = _legend(img.width, band_limits, headline)
+    out = Image.new("RGB", (max(img.width, legend.width), img.height + legend.height), "white")
+    out.paste(img, (0, 0))
+    out.paste(legend, (0, img.height))
+    buf = io.BytesIO()
+    out.save(buf, format="PNG")
+    return buf.getvalue()
