@@ -11,8 +11,8 @@ compared with the label map before it is returned (strict on output).
 from __future__ import annotations
 
 import io
-import re
 import logging
+import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 

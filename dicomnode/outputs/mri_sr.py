@@ -75,6 +75,40 @@ def _mm(name: object, value: float) -> hd.sr.Measurement:
     return hd.sr.Measurement(name=name, value=round(value, 2), unit=codes.UCUM.Millimeter)
 
 
+def _referenced_segment(seg: Dataset, number: int) -> hd.sr.ReferencedSegment:
+    """Segment reference with the source images of its frames.
+
+    Built by hand because highdicom 0.28's ``ReferencedSegment.from_segmentation`` reads
+    SegmentIdentificationSequence from the per-frame groups only, and a single-segment
+    SEG keeps it in the shared groups (DICOM-OUTPUTS.md §1.c pitfall 1).
+    """
+    import highdicom as hd
+
+    shared = seg.SharedFunctionalGroupsSequence[0]
+    sources: dict[tuple[str, str], list[int]] = {}
+    for item in seg.PerFrameFunctionalGroupsSequence:
+        ident = item.get("SegmentIdentificationSequence") or shared.SegmentIdentificationSequence
+        if int(ident[0].ReferencedSegmentNumber) != number:
+            continue
+        for derivation in item.get("DerivationImageSequence", []):
+            for src in derivation.SourceImageSequence:
+                key = (str(src.ReferencedSOPClassUID), str(src.ReferencedSOPInstanceUID))
+                frames = sources.setdefault(key, [])
+                if "ReferencedFrameNumber" in src:
+                    frames.append(int(src.ReferencedFrameNumber))
+    if not sources:
+        raise OutputError(f"SEG segment {number} has no frames with source image references")
+    return hd.sr.ReferencedSegment(
+        sop_class_uid=seg.SOPClassUID,
+        sop_instance_uid=seg.SOPInstanceUID,
+        segment_number=number,
+        source_images=[
+            hd.sr.SourceImageForSegmentation(cls, uid, sorted(set(frames)) or None)
+            for (cls, uid), frames in sources.items()
+        ],
+    )
+
+
 def _volumetric(
     node: NodeFinding, seg: Dataset, bundle: ModelBundle, ctx: PipelineContext
 ) -> hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations:
@@ -84,9 +118,7 @@ def _volumetric(
         tracking_identifier=hd.sr.TrackingIdentifier(
             uid=node_tracking_uid(ctx, bundle, node), identifier=node.tracking_id
         ),
-        referenced_segment=hd.sr.ReferencedSegment.from_segmentation(
-            seg, segment_number=node.number
-        ),
+        referenced_segment=_referenced_segment(seg, node.number),
         finding_type=codes.SCT.LymphNode,
         finding_category=codes.SCT.AnatomicalStructure,
         finding_sites=[_finding_site(node)],
