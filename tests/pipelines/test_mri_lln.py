@@ -1,0 +1,155 @@
+"""Pipeline ``mri-lln``: pure output building on synthetic phantoms; the demo model end to end."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+
+from dicomnode.dicom.volume import load_volume
+from dicomnode.errors import ModelError, PipelineError, VolumeError
+from dicomnode.inference.manifest import ModelBundle, load_bundle
+from dicomnode.outputs.validate import dciodvfy_available, dciodvfy_errors
+from dicomnode.pipelines import create_pipeline
+from dicomnode.pipelines.base import PipelineContext
+from dicomnode.pipelines.mri_lln import build_outputs, create
+from dicomnode.synth.mr import generate_case
+
+DEMO = Path(__file__).resolve().parents[2] / "models" / "lln-t2-demo"
+LABELS = {
+    1: {"role": "region", "station": "internal_iliac"},
+    2: {"role": "region", "station": "obturator"},
+    3: {"role": "region", "station": "external_iliac"},
+    4: {"role": "node", "class": "positive"},
+    5: {"role": "node", "class": "negative"},
+}
+BUNDLE = ModelBundle(
+    root=DEMO,
+    id="lln-t2-demo",
+    version="0.0-test",
+    task="mri-lln",
+    backend="nnunetv2",
+    files={},
+    intended_use="research demo",
+    labels=LABELS,
+    thresholds={"short_axis_positive_mm": 7.0},
+)
+needs_dciodvfy = pytest.mark.skipif(not dciodvfy_available(), reason="dicom3tools missing")
+
+
+def _write(case, folder: Path) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for k, ds in enumerate(case.datasets):
+        paths.append(folder / f"slice{k:03d}.dcm")
+        ds.save_as(paths[-1], enforce_file_format=True)
+    return paths
+
+
+def _ctx(paths: list[Path], tmp: Path) -> PipelineContext:
+    ds = pydicom.dcmread(paths[0], stop_before_pixels=True)
+    return PipelineContext("mri-lln", ds.StudyInstanceUID, ds.SeriesInstanceUID, tmp, job_id="t1")
+
+
+def _check_valid(datasets, tmp: Path) -> None:
+    for k, ds in enumerate(datasets):
+        ds.save_as(tmp / f"out{k}.dcm")
+        assert dciodvfy_errors(tmp / f"out{k}.dcm") == []
+
+
+@needs_dciodvfy
+def test_build_outputs_matches_phantom_truth(tmp_path: Path) -> None:
+    case = generate_case(5, oblique_deg=15.0, n_nodes=4)
+    paths = _write(case, tmp_path / "mr")
+    volume = load_volume(paths)
+    headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in paths]
+    result = build_outputs(volume, case.labels, BUNDLE, _ctx(paths, tmp_path), headers)
+    assert [ds.Modality for ds in result.datasets] == ["SEG", "SR"]
+    _check_valid(result.datasets, tmp_path)
+    found = result.findings
+    assert found["model"] == {"id": "lln-t2-demo", "version": "0.0-test"}
+    assert found["n_nodes"] == len(case.nodes)
+    truth = sorted((n.station, n.side) for n in case.nodes)
+    assert sorted((n["station"], n["side"]) for n in found["nodes"]) == truth
+    truth_status = any(n.positive or n.short_axis_mm >= 7.0 for n in case.nodes)
+    assert found["lln_status"] == ("positive" if truth_status else "negative")
+    for node in case.nodes:  # each phantom node measured within ~one voxel of its axes
+        match = min(
+            found["nodes"],
+            key=lambda f, n=node: np.linalg.norm(np.subtract(f["centroid_lps_mm"], n.center_lps)),
+        )
+        assert match["short_axis_mm"] == pytest.approx(node.short_axis_mm, abs=1.6)
+        assert match["long_axis_mm"] == pytest.approx(node.long_axis_mm, abs=1.6)
+
+
+@needs_dciodvfy
+def test_no_nodes_gives_sr_only(tmp_path: Path) -> None:
+    case = generate_case(6, with_nodes=False)
+    paths = _write(case, tmp_path / "mr")
+    result = build_outputs(
+        load_volume(paths), case.labels, BUNDLE, _ctx(paths, tmp_path), case.datasets
+    )
+    assert [ds.Modality for ds in result.datasets] == ["SR"]
+    assert result.findings["lln_status"] == "negative" and result.findings["nodes"] == []
+    _check_valid(result.datasets, tmp_path)
+
+
+def test_unknown_label_value_is_refused(tmp_path: Path) -> None:
+    case = generate_case(7, n_nodes=1)
+    paths = _write(case, tmp_path / "mr")
+    labels = case.labels.copy()
+    labels[0, 0, 0] = 9
+    with pytest.raises(PipelineError, match=r"values \[9\] that model 'lln-t2-demo' does not"):
+        build_outputs(load_volume(paths), labels, BUNDLE, _ctx(paths, tmp_path), case.datasets)
+
+
+def test_create_refuses_wrong_bundle_or_settings() -> None:
+    with pytest.raises(ModelError, match=r"needs task 'mri-lln' with backend 'nnunetv2'"):
+        create(replace(BUNDLE, backend="onnx"), {})
+    with pytest.raises(ModelError, match=r"unknown setting\(s\) \['gpu'\]"):
+        create(BUNDLE, {"gpu": True})
+    with pytest.raises(ModelError, match=r"role: node"):
+        create(replace(BUNDLE, labels={1: {"role": "lesion"}}), {})
+
+
+# ----------------------------------------------------------------- demo model, end to end
+
+needs_demo = pytest.mark.skipif(
+    not (DEMO / "model.yaml").is_file(), reason="demo bundle models/lln-t2-demo not committed"
+)
+
+
+@pytest.fixture(scope="module")
+def pipeline():
+    return create_pipeline("mri-lln", load_bundle(DEMO), {"device": "cpu", "threads": 1})
+
+
+@needs_demo
+@needs_dciodvfy
+def test_demo_model_finds_nodes(pipeline, tmp_path: Path) -> None:
+    case = generate_case(21, n_nodes=3)
+    paths = _write(case, tmp_path / "mr")
+    result = pipeline.run(paths, _ctx(paths, tmp_path))
+    assert [ds.Modality for ds in result.datasets] == ["SEG", "SR"]
+    assert result.findings["n_nodes"] >= 1
+    _check_valid(result.datasets, tmp_path)
+    again = pipeline.run(paths, _ctx(paths, tmp_path))
+    assert [d.SOPInstanceUID for d in again.datasets] == [d.SOPInstanceUID for d in result.datasets]
+
+
+@needs_demo
+def test_demo_pipeline_refuses_gap_and_localizer(pipeline, tmp_path: Path) -> None:
+    case = generate_case(22, n_nodes=1)
+    paths = _write(case, tmp_path / "mr")
+    with pytest.raises(VolumeError, match=r"missing slice.*slice009\.dcm, slice011\.dcm") as info:
+        pipeline.run(paths[:10] + paths[11:], _ctx(paths, tmp_path))
+    assert info.value.series_uid == case.datasets[0].SeriesInstanceUID
+    scout = pydicom.dcmread(paths[0])
+    scout.SOPInstanceUID = pydicom.uid.generate_uid(entropy_srcs=["scout"])
+    scout.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+    scout.save_as(tmp_path / "scout.dcm")
+    with pytest.raises(VolumeError, match=r"localizer.*scout\.dcm"):
+        pipeline.run([*paths, tmp_path / "scout.dcm"], _ctx(paths, tmp_path))
