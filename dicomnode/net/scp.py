@@ -56,6 +56,9 @@ def _parse_header(event: Any) -> Dataset:
     raw = event.encoded_dataset(include_meta=False)
     ds = read_dataset(io.BytesIO(raw), context.transfer_syntax[0] == "1.2.840.10008.1.2",
                       context.transfer_syntax[0] != "1.2.840.10008.1.2.2")
+    if not any(tag.group == 0x0008 for tag in ds.keys()):
+        raise IngestError("unparseable data set: no identifying (0008,xxxx) elements; not DICOM?",
+                          st.CANNOT_UNDERSTAND)
     for elem in ds._dict.values():
         length, value = getattr(elem, "length", None), getattr(elem, "value", None)
         if isinstance(value, bytes) and length not in (None, 0xFFFFFFFF) and len(value) != length \
@@ -145,6 +148,7 @@ class StorageSCP:
         log.warning("association rejected: calling AE %r from %s is not in node.allow", calling, address)
         # result 0x01 rejected-permanent, source 0x01 service user, reason 0x03 calling AE not recognised
         assoc.acse.send_reject(0x01, 0x01, 0x03)
+        assoc.kill()  # as pynetdicom's own rejection does: lets the DUL flush the A-ASSOCIATE-RJ
 
     def handle_store(self, event: Any) -> int:
         """EVT_C_STORE: spool durably, then answer; every failure is a named status."""

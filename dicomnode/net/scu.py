@@ -78,7 +78,7 @@ def send_files(dest: Destination, files: Sequence[Path]) -> int:
     return len(datasets)
 
 
-def echo(host: str, port: int, *, called: str = "ANY-SCP", calling: str = "DICOMNODE",
+def echo(host: str, port: int, *, called: str = "DICOMNODE", calling: str = "DICOMNODE",
          tls: TlsConfig | None = None, timeout_s: float = 10.0) -> int:
     """C-ECHO a peer; returns the DIMSE status (raises DispatchError if no association)."""
     ae = AE(ae_title=calling)

@@ -1,0 +1,149 @@
+"""Turn one slide's analysis into findings and outputs (SEG, SR, preview).
+
+Everything here is pure bookkeeping between the stage results and the output writers:
+the tumour mask is thresholded, the heatmap bands are painted onto the output grid,
+deposit outlines are moved from output-grid to level-0 pixel coordinates (SR) and to µm
+(preview), and the JSON findings are assembled.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pydicom
+from pydicom.dataset import Dataset
+
+from dicomnode.errors import OutputError
+from dicomnode.inference.manifest import ModelBundle
+from dicomnode.outputs.wsi_preview import render_preview
+from dicomnode.outputs.wsi_seg import (
+    SegGeometry,
+    band_masks,
+    build_wsi_seg,
+    slide_reference,
+    to_output_grid,
+)
+from dicomnode.outputs.wsi_sr import DepositReport, SlideReport, build_wsi_sr
+from dicomnode.pipelines.base import PipelineResult
+from dicomnode.pipelines.wsi_config import Thresholds, WsiSettings
+from dicomnode.pipelines.wsi_deposits import Deposit, find_deposits, slide_class
+from dicomnode.pipelines.wsi_stages import ClassifierResult, SegmenterResult
+from dicomnode.pipelines.wsi_tissue import TissueMap
+
+__all__ = ["SlideAnalysis", "build_result", "findings"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SlideAnalysis:
+    """Everything measured on one slide.
+
+    Attributes
+    ----------
+    base
+        Level-0 header.
+    base_mpp
+        Level-0 µm/px.
+    tissue, classifier, segmenter
+        Stage results.
+    timings
+        Seconds per step.
+    deposits
+        Filled by :func:`build_result` (largest first).
+    """
+
+    base: Dataset
+    base_mpp: float
+    tissue: TissueMap
+    classifier: ClassifierResult
+    segmenter: SegmenterResult
+    timings: dict[str, float] = field(default_factory=dict)
+    deposits: list[Deposit] = field(default_factory=list)
+
+
+def findings(a: SlideAnalysis, t: Thresholds, dense: bool) -> dict[str, Any]:
+    """JSON-serialisable findings of a slide."""
+    largest = a.deposits[0].largest_dimension_mm if a.deposits else 0.0
+    cls = a.classifier
+    positive = cls.classified & (cls.prob >= t.tumour_probability)
+    mm = a.segmenter.mpp / 1000.0
+    return {
+        "class": slide_class(largest, t.itc_max_mm, t.micro_max_mm),
+        "metastasis": bool(a.deposits),
+        "largest_deposit_mm": round(largest, 4),
+        "tumour_area_mm2": round(sum(d.area_mm2 for d in a.deposits), 5),
+        "tissue_area_mm2": round(a.tissue.area_mm2, 4),
+        "max_probability": round(float(cls.prob.max(initial=0.0)), 4),
+        "segmenter_max_probability": round(float(a.segmenter.prob.max(initial=0.0)), 4),
+        "positive_patches": int(positive.sum()),
+        "gated_patches": int((cls.classified & (cls.prob >= t.gate_probability)).sum()),
+        "classifier_patches": int(cls.classified.sum()),
+        "segmenter_calls": int(a.segmenter.tiles),
+        "dense": dense,
+        "deposits": [
+            {"number": d.number, "largest_dimension_mm": round(d.largest_dimension_mm, 4),
+             "area_mm2": round(d.area_mm2, 5),
+             "class": slide_class(d.largest_dimension_mm, t.itc_max_mm, t.micro_max_mm),
+             "centroid_mm": [round(d.centroid[0] * mm, 4), round(d.centroid[1] * mm, 4)],
+             "max_probability": round(d.max_probability, 4)}
+            for d in a.deposits
+        ],
+        "mpp": {"base": a.base_mpp, "classifier": cls.grid.raster.mpp,
+                "segmenter_output": a.segmenter.mpp, "tissue": a.tissue.mpp},
+        "timings_s": {k: round(v, 3) for k, v in a.timings.items()},
+    }
+
+
+def _slide_report(a: SlideAnalysis, found: dict[str, Any], t: Thresholds) -> SlideReport:
+    factor = a.segmenter.mpp / a.base_mpp
+    deps = [
+        DepositReport(d.number, d.largest_dimension_mm, d.area_mm2,
+                      slide_class(d.largest_dimension_mm, t.itc_max_mm, t.micro_max_mm),
+                      d.outline * factor)
+        for d in a.deposits
+    ]
+    return SlideReport(found["class"], found["largest_deposit_mm"], found["tumour_area_mm2"],
+                       found["tissue_area_mm2"], found["max_probability"], deps)
+
+
+def _check_encodes(ds: Dataset, what: str) -> None:
+    """Strict on output: the dataset must write and read back."""
+    buf = io.BytesIO()
+    try:
+        ds.save_as(buf, enforce_file_format=True)
+        pydicom.dcmread(io.BytesIO(buf.getvalue()))
+    except Exception as exc:  # pydicom raises many types on encoding
+        raise OutputError(f"{what} does not encode as DICOM: {exc}") from exc
+
+
+def build_result(
+    a: SlideAnalysis, bundle: ModelBundle, t: Thresholds, settings: WsiSettings,
+    uid: Callable[[str], str],
+) -> PipelineResult:
+    """Find deposits and build SEG, SR, preview and findings."""
+    seg_r, cls = a.segmenter, a.classifier
+    a.deposits = find_deposits(seg_r.prob, seg_r.mpp, t.tumour_probability)
+    found = findings(a, t, settings.dense)
+    tumour = seg_r.prob >= t.tumour_probability
+    cell_bands = band_masks(cls.prob, cls.classified, t.heatmap_bands)
+    bands = to_output_grid(cell_bands, cls.grid.cell_um, seg_r.mpp, tumour.shape)
+    seg = build_wsi_seg(SegGeometry(a.base, a.base_mpp, seg_r.mpp), tumour, bands, bundle, uid,
+                        band_limits=t.heatmap_bands, workers=settings.read_workers)
+    ref = slide_reference(a.base, uid("specimen"))
+    sr = build_wsi_sr(ref, seg, _slide_report(a, found, t), bundle, uid,
+                      max_deposits=settings.max_sr_deposits)
+    _check_encodes(seg, "SEG")
+    _check_encodes(sr, "SR")
+    headline = (f"{bundle.id} {bundle.version}: class {found['class']}, largest deposit "
+                f"{found['largest_deposit_mm']:.2f} mm, {len(a.deposits)} deposit(s)")
+    preview = render_preview(
+        a.tissue.thumbnail, a.tissue.mpp, cell_bands, cls.grid.cell_um,
+        [d.outline * seg_r.mpp for d in a.deposits], band_limits=t.heatmap_bands,
+        headline=headline)
+    return PipelineResult(datasets=[seg, sr], files={"preview.png": preview}, findings=found)
+
