@@ -162,7 +162,7 @@ def _fg_item(shared: Dataset | None, frame: Dataset, seq: str) -> Dataset | None
 
 
 def _is_localizer(ds: Dataset) -> bool:
-    image_type = [str(v).upper() for v in (ds.get("ImageType") or [])]
+    image_type = [str(v).upper() for v in (ds.get("ImageType") or ds.get("FrameType") or [])]
     return "LOCALIZER" in image_type or "SCOUT" in image_type
 
 
@@ -172,59 +172,42 @@ def _require(value: Any, what: str, source: SourceFrame) -> Any:
     return value
 
 
-def _single_frames(ds: Dataset, path: Path | None) -> list[_Frame]:
-    source = SourceFrame(path, str(ds.SOPInstanceUID))
-    spacing = _require(ds.get("PixelSpacing"), "PixelSpacing", source)
-    return [
-        _Frame(
-            source=source,
-            dataset=ds,
-            index=None,
-            orientation=np.asarray(
-                _require(ds.get("ImageOrientationPatient"), "ImageOrientationPatient", source),
-                float,
-            ),
-            position=np.asarray(
-                _require(ds.get("ImagePositionPatient"), "ImagePositionPatient", source), float
-            ),
-            pixel_spacing=(float(spacing[0]), float(spacing[1])),
-            rows=int(ds.Rows),
-            columns=int(ds.Columns),
-            slope=float(ds.get("RescaleSlope", 1.0) or 1.0),
-            intercept=float(ds.get("RescaleIntercept", 0.0) or 0.0),
-            localizer=_is_localizer(ds),
-        )
-    ]
-
-
-def _enhanced_frame(ds: Dataset, path: Path | None, shared: Dataset | None, i: int) -> _Frame:
-    per_frame = ds.PerFrameFunctionalGroupsSequence[i]
-    source = SourceFrame(path, str(ds.SOPInstanceUID), i + 1)
-    position, orient, measures = (
-        _require(_fg_item(shared, per_frame, f"{m}Sequence"), m, source)
-        for m in ("PlanePosition", "PlaneOrientation", "PixelMeasures")
+def _make_frame(
+    source: SourceFrame, ds: Dataset, index: int | None, plane: Dataset, transform: Dataset
+) -> _Frame:
+    """A plane from a dataset (or functional-group items merged into ``plane``)."""
+    iop, ipp, spacing = (
+        _require(plane.get(k), k, source)
+        for k in ("ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing")
     )
-    transform = _fg_item(shared, per_frame, "PixelValueTransformationSequence") or Dataset()
-    frame_type = _fg_item(shared, per_frame, "MRImageFrameTypeSequence") or Dataset()
     return _Frame(
         source=source,
         dataset=ds,
-        index=i,
-        orientation=np.asarray(orient.ImageOrientationPatient, float),
-        position=np.asarray(position.ImagePositionPatient, float),
-        pixel_spacing=(float(measures.PixelSpacing[0]), float(measures.PixelSpacing[1])),
+        index=index,
+        orientation=np.asarray(iop, float),
+        position=np.asarray(ipp, float),
+        pixel_spacing=(float(spacing[0]), float(spacing[1])),
         rows=int(ds.Rows),
         columns=int(ds.Columns),
         slope=float(transform.get("RescaleSlope", 1.0) or 1.0),
         intercept=float(transform.get("RescaleIntercept", 0.0) or 0.0),
-        localizer=_is_localizer(ds) or _is_localizer(frame_type),
+        localizer=_is_localizer(ds) or _is_localizer(plane),
     )
+
+
+def _enhanced_frame(ds: Dataset, path: Path | None, shared: Dataset | None, i: int) -> _Frame:
+    per_frame = ds.PerFrameFunctionalGroupsSequence[i]
+    plane = Dataset()
+    for macro in ("PlanePosition", "PlaneOrientation", "PixelMeasures", "MRImageFrameType"):
+        plane.update(_fg_item(shared, per_frame, f"{macro}Sequence") or Dataset())
+    transform = _fg_item(shared, per_frame, "PixelValueTransformationSequence") or Dataset()
+    return _make_frame(SourceFrame(path, str(ds.SOPInstanceUID), i + 1), ds, i, plane, transform)
 
 
 def _frames_of(ds: Dataset, path: Path | None) -> list[_Frame]:
     """Split an instance into its planes (one for single-frame, N for Enhanced MR)."""
     if "PerFrameFunctionalGroupsSequence" not in ds:
-        return _single_frames(ds, path)
+        return [_make_frame(SourceFrame(path, str(ds.SOPInstanceUID)), ds, None, ds, ds)]
     shared = _first_item(ds, "SharedFunctionalGroupsSequence")
     n_frames = int(ds.get("NumberOfFrames", 1) or 1)
     if len(ds.PerFrameFunctionalGroupsSequence) != n_frames:

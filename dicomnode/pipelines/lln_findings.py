@@ -326,17 +326,12 @@ def _midline(regions: np.ndarray, volume: Volume) -> tuple[float, str]:
 
 
 def _status(model_class: str, short_mm: float, threshold: float) -> tuple[bool, tuple[str, ...]]:
-    big = short_mm >= threshold
-    if model_class == "positive" or big:
-        reasons = [
-            r
-            for r, on in (
-                ("model-positive", model_class == "positive"),
-                (f"short-axis>={threshold:g}mm", big),
-            )
-            if on
-        ]
-        return True, tuple(reasons)
+    """Final status = model-positive OR short axis >= threshold, with the reasons."""
+    reasons = ("model-positive",) if model_class == "positive" else ()
+    if short_mm >= threshold:
+        reasons += (f"short-axis>={threshold:g}mm",)
+    if reasons:
+        return True, reasons
     return False, ("model-negative", f"short-axis<{threshold:g}mm")
 
 

@@ -176,3 +176,13 @@ def test_not_dicom(tmp_path: Path) -> None:
     bad.write_text("hello")
     with pytest.raises(VolumeError, match=r"not a readable DICOM file.*notes\.txt"):
         load_volume([bad])
+
+
+def test_enhanced_localizer_frame_named() -> None:
+    ds = pydicom.dcmread(ENHANCED / "siemens_enhanced_oblique_8frames.dcm")
+    frame_type = ds.PerFrameFunctionalGroupsSequence[2].MRImageFrameTypeSequence[0]
+    frame_type.FrameType = ["ORIGINAL", "PRIMARY", "LOCALIZER", "NONE"]
+    with pytest.raises(
+        VolumeError, match=r"1 localizer.*siemens_enhanced_oblique_8frames\.dcm#frame3"
+    ):
+        load_volume([ds])
