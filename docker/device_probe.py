@@ -112,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(report), flush=True)
     if args.require_cuda:
         used = report.get("onnx_providers_used") or []
-        if not str(report["torch_device"]).startswith("cuda") or "CUDAExecutionProvider" not in used:
+        on_cuda = str(report["torch_device"]).startswith("cuda")
+        if not on_cuda or "CUDAExecutionProvider" not in used:
             return 2
     return 0
 

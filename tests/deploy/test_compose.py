@@ -43,7 +43,8 @@ def _orthanc() -> dict[str, Any]:
 def _tool(name: str) -> str:
     found = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
     if found is None:
-        pytest.skip(f"{name} not installed (apt-get install docker-compose / pip install podman-compose)")
+        pytest.skip(f"{name} not installed "
+                    "(apt-get install docker-compose / pip install podman-compose)")
     return found
 
 
@@ -58,7 +59,8 @@ def test_docker_compose_rejects_a_broken_file(tmp_path: Path) -> None:
     """The validator is real: a typo in a service key fails it."""
     tool = _tool("docker-compose")
     broken = tmp_path / "compose.yaml"
-    broken.write_text(COMPOSE.read_text().replace("restart: unless-stopped", "restrt: unless-stopped", 1))
+    text = COMPOSE.read_text()
+    broken.write_text(text.replace("restart: unless-stopped", "restrt: unless-stopped", 1))
     proc = subprocess.run([tool, "-f", str(broken), "config", "-q"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
@@ -124,7 +126,8 @@ def test_node_sends_results_to_orthanc() -> None:
 
 def test_ohif_reads_orthanc_dicomweb_through_its_proxy() -> None:
     template = (DOCKER / "ohif" / "default.conf.template").read_text()
-    assert re.search(r"location /dicom-web/ \{\s*proxy_pass http://orthanc:8042/dicom-web/;", template)
+    proxy = r"location /dicom-web/ \{\s*proxy_pass http://orthanc:8042/dicom-web/;"
+    assert re.search(proxy, template)
     assert "listen ${PORT}" in template
     app_config = (DOCKER / "ohif" / "app-config.js").read_text()
     for key in ("qidoRoot", "wadoRoot", "wadoUriRoot"):

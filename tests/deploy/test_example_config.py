@@ -62,7 +62,8 @@ def test_every_key_is_commented() -> None:
         stripped = line.strip()
         if not stripped or stripped.startswith("#") or stripped.startswith("- "):
             continue
-        has_comment = "#" in line or lines[number - 2].strip().startswith("#")
+        # an inline comment, or a comment on the line above (own line or the parent key's)
+        has_comment = "#" in line or "#" in lines[number - 2]
         assert has_comment, f"line {number} has no comment: {line!r}"
 
 
