@@ -294,7 +294,8 @@ def _station_by_distance(regions: np.ndarray, node: np.ndarray, spacing: np.ndar
     """Region label of the region voxel nearest (in mm) to any node voxel (0 if none)."""
     from scipy.spatial import cKDTree
 
-    region_idx = np.argwhere(regions > 0)
+    inside = regions > 0
+    region_idx = np.argwhere(inside & ~ndimage.binary_erosion(inside, _FACES))  # boundary
     if region_idx.size == 0:
         return 0
     tree = cKDTree(region_idx * spacing)
