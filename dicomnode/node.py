@@ -151,12 +151,12 @@ class Node:
                 if route is None:
                     self.spool.move_unmatched(series_uid)
                     self.metrics.inc("dicomnode_series_unmatched_total")
-                    log.info("series complete (%s) but no route matched: %s", reason,
+                    log.info("series %s complete (%s) but no route matched: %s", series_uid, reason,
                              "; ".join(f"{n}: {why}" for n, _, why in trace))
                     return
                 job_id = self.spool.new_job_id(series_uid)
                 self.spool.move_series(series_uid, job_id)
-                log.info("series complete (%s) → route %s, job %s", reason, route.name, job_id)
+                log.info("series %s complete (%s) → route %s, job %s", series_uid, reason, route.name, job_id)
         self._create_job(job_id, route, headers)
 
     def _create_job(self, job_id: str, route: Route, headers: dict[str, Any]) -> None:
