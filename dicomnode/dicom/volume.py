@@ -148,17 +148,12 @@ class _Frame:
     localizer: bool
 
 
-def _first_item(ds: Dataset, seq: str) -> Dataset | None:
-    value = ds.get(seq)
-    return value[0] if value else None
-
-
-def _fg_item(shared: Dataset | None, frame: Dataset, seq: str) -> Dataset | None:
-    """Functional group macro ``seq`` from the per-frame item, else the shared one."""
-    item = _first_item(frame, seq)
-    if item is None and shared is not None:
-        item = _first_item(shared, seq)
-    return item
+def _first_item(*groups: Dataset | None, seq: str) -> Dataset | None:
+    """First item of sequence ``seq`` in the first group that has it (per-frame, shared)."""
+    for group in groups:
+        if group is not None and group.get(seq):
+            return group.get(seq)[0]  # type: ignore[no-any-return]
+    return None
 
 
 def _is_localizer(ds: Dataset) -> bool:
@@ -176,31 +171,41 @@ def _make_frame(
     source: SourceFrame, ds: Dataset, index: int | None, plane: Dataset, transform: Dataset
 ) -> _Frame:
     """A plane from a dataset (or functional-group items merged into ``plane``)."""
-    iop, ipp, spacing = (
-        _require(plane.get(k), k, source)
-        for k in ("ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing")
+    iop, ipp, spacing, rows, columns = (
+        _require(plane.get(k, ds.get(k)), k, source)
+        for k in (
+            "ImageOrientationPatient",
+            "ImagePositionPatient",
+            "PixelSpacing",
+            "Rows",
+            "Columns",
+        )
     )
-    return _Frame(
-        source=source,
-        dataset=ds,
-        index=index,
-        orientation=np.asarray(iop, float),
-        position=np.asarray(ipp, float),
-        pixel_spacing=(float(spacing[0]), float(spacing[1])),
-        rows=int(ds.Rows),
-        columns=int(ds.Columns),
-        slope=float(transform.get("RescaleSlope", 1.0) or 1.0),
-        intercept=float(transform.get("RescaleIntercept", 0.0) or 0.0),
-        localizer=_is_localizer(ds) or _is_localizer(plane),
-    )
+    try:
+        frame = _Frame(
+            source=source,
+            dataset=ds,
+            index=index,
+            orientation=np.asarray(iop, float).reshape(6),
+            position=np.asarray(ipp, float).reshape(3),
+            pixel_spacing=(float(spacing[0]), float(spacing[1])),
+            rows=int(rows),
+            columns=int(columns),
+            slope=float(transform.get("RescaleSlope", 1.0) or 1.0),
+            intercept=float(transform.get("RescaleIntercept", 0.0) or 0.0),
+            localizer=_is_localizer(ds) or _is_localizer(plane),
+        )
+    except (ValueError, TypeError, IndexError) as exc:
+        raise VolumeError(f"malformed geometry attribute: {exc}", instances=[source.name]) from exc
+    return frame
 
 
 def _enhanced_frame(ds: Dataset, path: Path | None, shared: Dataset | None, i: int) -> _Frame:
     per_frame = ds.PerFrameFunctionalGroupsSequence[i]
     plane = Dataset()
     for macro in ("PlanePosition", "PlaneOrientation", "PixelMeasures", "MRImageFrameType"):
-        plane.update(_fg_item(shared, per_frame, f"{macro}Sequence") or Dataset())
-    transform = _fg_item(shared, per_frame, "PixelValueTransformationSequence") or Dataset()
+        plane.update(_first_item(per_frame, shared, seq=f"{macro}Sequence") or Dataset())
+    transform = _first_item(per_frame, shared, seq="PixelValueTransformationSequence") or Dataset()
     return _make_frame(SourceFrame(path, str(ds.SOPInstanceUID), i + 1), ds, i, plane, transform)
 
 
@@ -208,7 +213,7 @@ def _frames_of(ds: Dataset, path: Path | None) -> list[_Frame]:
     """Split an instance into its planes (one for single-frame, N for Enhanced MR)."""
     if "PerFrameFunctionalGroupsSequence" not in ds:
         return [_make_frame(SourceFrame(path, str(ds.SOPInstanceUID)), ds, None, ds, ds)]
-    shared = _first_item(ds, "SharedFunctionalGroupsSequence")
+    shared = _first_item(ds, seq="SharedFunctionalGroupsSequence")
     n_frames = int(ds.get("NumberOfFrames", 1) or 1)
     if len(ds.PerFrameFunctionalGroupsSequence) != n_frames:
         raise VolumeError(
@@ -412,10 +417,5 @@ def load_volume(
         direction=direction,
         sources=tuple(f.source for f in ordered),
     )
-    logger.debug(
-        "volume %s from %d instance(s), spacing %s mm",
-        volume.shape,
-        len(datasets),
-        tuple(round(s, 4) for s in volume.spacing_zyx),
-    )
+    logger.debug("volume %s from %d instance(s)", volume.shape, len(datasets))
     return volume

@@ -186,3 +186,15 @@ def test_enhanced_localizer_frame_named() -> None:
         VolumeError, match=r"1 localizer.*siemens_enhanced_oblique_8frames\.dcm#frame3"
     ):
         load_volume([ds])
+
+
+def test_malformed_geometry_is_a_volume_error(tmp_path: Path) -> None:
+    files = _files(NEEDLE)
+    ds = pydicom.dcmread(files[2])
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 1]  # five values
+    ds.save_as(tmp_path / "short-iop.dcm")
+    with pytest.raises(VolumeError, match=r"malformed geometry attribute.*short-iop\.dcm"):
+        load_volume([*files[:2], tmp_path / "short-iop.dcm"])
+    del ds.ImagePositionPatient
+    with pytest.raises(VolumeError, match=r"ImagePositionPatient is missing.*\.dcm"):
+        load_volume([ds])
