@@ -64,11 +64,13 @@ class PacsSCP:
         self.port = port or free_port()
         self.ae_title, self.delay_s, self.folder = ae_title, delay_s, folder
         self.stored: dict[str, int] = {}
+        self.requests = 0
         self.datasets: dict[str, Dataset] = {}
         self.lock = threading.Lock()
         self.server: Any = None
 
     def _handle(self, event: Any) -> int:
+        self.requests += 1
         if self.delay_s:
             time.sleep(self.delay_s)
         ds = event.dataset

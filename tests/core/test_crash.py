@@ -1,0 +1,124 @@
+"""kill -9 of a real node subprocess while receiving, while a job runs, and while sending.
+
+After a restart every acknowledged instance is on disk, the series completes, the job
+runs and the result reaches the PACS exactly once (deterministic UIDs: one object).
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pydicom
+import pytest
+from pydicom.uid import ExplicitVRLittleEndian
+
+from conftest import MR_SOP, NodeProcess, mr_series, node_config
+from dicomnode.errors import SpoolError
+from dicomnode.spool import Spool
+from netutil import free_port, pacs, store_association, wait_for
+
+pytestmark = pytest.mark.serial
+
+
+def _config(tmp_path, bundle, pacs_port):
+    dests = {"pacs": {"type": "dimse", "ae_title": "PACS", "host": "127.0.0.1", "port": pacs_port, "timeout_s": 10},
+             "outbox": {"type": "folder", "path": str(tmp_path / "outbox")}}
+    return node_config(tmp_path, bundle, destinations=dests, assembly={"quiet_s": 2},
+                       dispatch={"max_attempts": 50, "backoff_s": 0.3, "backoff_max_s": 1})
+
+
+def _states(spool: Spool) -> list[str]:
+    states = []
+    for job_id in spool.job_ids():
+        try:
+            states.append(spool.read_job(job_id)["state"])
+        except SpoolError:
+            states.append("creating")
+    return states
+
+
+def _all_instances(spool: Spool) -> set[str]:
+    paths = [*spool.root.glob("incoming/*/*.dcm"), *spool.root.glob("jobs/*/input/*.dcm")]
+    return {pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID for p in paths}
+
+
+def test_kill_while_receiving(tmp_path, plumbing_bundle):
+    files = mr_series(tmp_path / "in", 120, seed="kill-recv")
+    pacs_port = free_port()
+    node = NodeProcess(_config(tmp_path, plumbing_bundle(), pacs_port), tmp_path / "node.log").start()
+    acked: list[str] = []
+
+    def sender() -> None:
+        assoc = store_association(node.port, [(MR_SOP, ExplicitVRLittleEndian)])
+        for path in files:
+            ds = pydicom.dcmread(path)
+            try:
+                status = assoc.send_c_store(ds)
+            except Exception:  # noqa: BLE001 - the peer dies mid-association
+                return
+            if "Status" not in status:
+                return
+            if int(status.Status) == 0:
+                acked.append(ds.SOPInstanceUID)
+    thread = threading.Thread(target=sender)
+    thread.start()
+    wait_for(lambda: len(acked) >= 40, timeout=60)
+    node.kill9()
+    thread.join(30)
+    assert 40 <= len(acked) < 120
+    spool = Spool(tmp_path / "spool")
+    assert set(acked) <= _all_instances(spool)  # every ack is durable
+    with pacs(port=pacs_port) as scp:
+        node.start()
+        try:
+            wait_for(lambda: _states(spool) == ["done"], timeout=90)
+            assert len(scp.stored) == 1
+            record = spool.read_job(spool.job_ids()[0])
+            assert record["findings"]["instances"] >= len(acked)
+        finally:
+            assert node.stop() == 0
+
+
+def test_kill_while_job_runs(tmp_path, plumbing_bundle):
+    files = mr_series(tmp_path / "in", 5, seed="kill-job")
+    pacs_port = free_port()
+    config = _config(tmp_path, plumbing_bundle(sleep_s=6), pacs_port)
+    node = NodeProcess(config, tmp_path / "node.log").start()
+    assoc = store_association(node.port, [(MR_SOP, ExplicitVRLittleEndian)])
+    assert all(int(assoc.send_c_store(f).Status) == 0 for f in files)
+    assoc.release()
+    spool = Spool(tmp_path / "spool")
+    wait_for(lambda: _states(spool) == ["running"], timeout=60)
+    node.kill9()
+    with pacs(port=pacs_port) as scp:
+        node.start()
+        try:
+            wait_for(lambda: _states(spool) == ["done"], timeout=90)
+            record = spool.read_job(spool.job_ids()[0])
+            assert record["runs"] == 2
+            assert list(scp.stored.values()) == [1]
+        finally:
+            node.stop()
+
+
+def test_kill_while_sending(tmp_path, plumbing_bundle):
+    files = mr_series(tmp_path / "in", 3, seed="kill-send")
+    pacs_port = free_port()
+    node = NodeProcess(_config(tmp_path, plumbing_bundle(), pacs_port), tmp_path / "node.log").start()
+    spool = Spool(tmp_path / "spool")
+    with pacs(port=pacs_port, delay_s=4) as slow:
+        assoc = store_association(node.port, [(MR_SOP, ExplicitVRLittleEndian)])
+        assert all(int(assoc.send_c_store(f).Status) == 0 for f in files)
+        assoc.release()
+        wait_for(lambda: slow.requests >= 1, timeout=60)  # the C-STORE to the PACS is in flight
+        node.kill9()
+        assert _states(spool) == ["dispatching"]
+        sop_uids = set()
+    with pacs(port=pacs_port) as scp:
+        node.start()
+        try:
+            wait_for(lambda: _states(spool) == ["done"], timeout=90)
+            sop_uids = set(scp.stored) | set(slow.stored)
+        finally:
+            node.stop()
+    assert len(sop_uids) == 1  # one result object in PACS however often it was sent
