@@ -1,0 +1,48 @@
+# dicomnode — two commands on a fresh machine: `make serve` and `make test`.
+SHELL        := /bin/bash
+PYTHON       ?= $(shell command -v python3.11 || command -v python3)
+VENV         := .venv
+PY           := $(VENV)/bin/python
+CONFIG       ?= config/dicomnode.yaml
+APT_PACKAGES := dcmtk dicom3tools orthanc orthanc-dicomweb iproute2 util-linux openssl
+PYTEST_ARGS  ?=
+
+.PHONY: deps venv serve test bench lint clean
+
+## deps: Debian packages the node and its tests use (dcmtk, dicom3tools, Orthanc), if missing
+deps:
+	@missing=0; for b in storescu echoscu dciodvfy Orthanc ip unshare openssl; do \
+	  command -v $$b >/dev/null || missing=1; done; \
+	if [ $$missing = 1 ]; then \
+	  echo "installing Debian packages: $(APT_PACKAGES)"; \
+	  SUDO=$$( [ $$(id -u) = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
+	    --no-install-recommends $(APT_PACKAGES) >/dev/null; fi
+
+## venv: the project's virtual environment (one pip resolve; torch pins per ENVIRONMENT.md)
+venv: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+## serve: run the node in the foreground with the demo config and the bundled demo models
+serve: deps venv
+	$(VENV)/bin/dicomnode serve --config $(CONFIG)
+
+## test: the whole suite, inside a private network namespace (Orthanc binds all interfaces)
+test: deps venv
+	unshare -n bash -c 'ip link set lo up && $(PY) -m pytest -q $(PYTEST_ARGS)'
+
+## bench: throughput benchmarks with references measured in the same run (not tests)
+bench: deps venv
+	unshare -n bash -c 'ip link set lo up && for b in bench/*.py; do $(PY) $$b || exit 1; done'
+
+lint: venv
+	$(VENV)/bin/ruff check dicomnode tests
+
+clean:
+	rm -rf var .pytest_cache
+
+-include docker/image.mk
