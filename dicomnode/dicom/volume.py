@@ -68,7 +68,7 @@ class SourceFrame:
         return base if self.frame_number is None else f"{base}#frame{self.frame_number}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # arrays: identity equality, hashable
 class Volume:
     """A regular 3D image in patient LPS space.
 

@@ -320,6 +320,7 @@ def build_seg(
         )
     except (ValueError, TypeError, AttributeError) as exc:
         raise OutputError(f"SEG could not be built: {exc}") from exc
+    seg.ContentCreatorName = None  # Type 2 in Content Identification; unknown for a device
     _check_readback(seg, volume, segments)
     logger.info("SEG with %d segment(s), %d frame(s)", len(descriptions), seg.NumberOfFrames)
     return seg
