@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from pydicom import Dataset
 from pydicom.sr.codedict import codes
+from pydicom.sr.coding import Code
 
 from dicomnode.dicom.volume import Volume
 from dicomnode.errors import OutputError
@@ -51,7 +52,7 @@ SUMMARY_TRACKING_ID = "LLN status"
 METASTASIS = codes.cid7159.NeoplasmSecondary  # SCT 14799000
 
 
-def _present(flag: bool) -> object:
+def _present(flag: bool) -> Code:
     return codes.SCT.Present if flag else codes.SCT.Absent
 
 
@@ -69,7 +70,7 @@ def _status(node: NodeFinding) -> list[hd.sr.QualitativeEvaluation]:
     return [hd.sr.QualitativeEvaluation(name=METASTASIS, value=_present(node.positive))]
 
 
-def _mm(name: object, value: float) -> hd.sr.Measurement:
+def _mm(name: Code, value: float) -> hd.sr.Measurement:
     import highdicom as hd
 
     return hd.sr.Measurement(name=name, value=round(value, 2), unit=codes.UCUM.Millimeter)
