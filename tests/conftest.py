@@ -95,7 +95,8 @@ def node_config(tmp_path: Path, bundle: Path, *, destinations: dict[str, Any] | 
         "log": {"format": "json", "level": "INFO"},
     }
     for key, value in sections.items():
-        data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
+        replace = key in ("models", "routes")
+        data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) and not replace else value
     path = tmp_path / "dicomnode.yaml"
     path.write_text(yaml.safe_dump(data))
     return path

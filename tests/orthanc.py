@@ -1,0 +1,91 @@
+"""A real Orthanc PACS (Debian package) for integration tests, on loopback ports.
+
+Orthanc 1.10 binds all interfaces, so it may only run inside a private network namespace
+(``make test`` runs pytest under ``unshare -n``); :func:`private_netns` tells.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from netutil import free_port, wait_for
+
+PLUGINS = "/usr/share/orthanc/plugins"
+
+
+def private_netns() -> bool:
+    """True when the only network interface is loopback (inside ``unshare -n``)."""
+    lines = Path("/proc/net/dev").read_text().splitlines()[2:]  # per network namespace
+    return {line.split(":")[0].strip() for line in lines} == {"lo"}
+
+
+class Orthanc:
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.http_port, self.dicom_port = free_port(), free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def start(self) -> Orthanc:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        config = {
+            "Name": "DICOMNODE-TEST", "StorageDirectory": str(self.folder / "db"),
+            "IndexDirectory": str(self.folder / "db"), "HttpPort": self.http_port,
+            "DicomPort": self.dicom_port, "DicomAet": "ORTHANC", "RemoteAccessAllowed": False,
+            "AuthenticationEnabled": False, "DicomAlwaysAllowStore": True, "DicomAlwaysAllowEcho": True,
+            "DicomCheckCalledAet": False, "UnknownSopClassAccepted": True,
+            "Plugins": [f"{PLUGINS}/libOrthancDicomWeb.so"],
+            "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+        }
+        path = self.folder / "orthanc.json"
+        path.write_text(json.dumps(config))
+        exe = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
+        with (self.folder / "orthanc.log").open("wb") as log:
+            self.proc = subprocess.Popen([exe, str(path)], stdout=log, stderr=log)
+        wait_for(self._up, timeout=60)
+        return self
+
+    def _up(self) -> bool:
+        assert self.proc is not None and self.proc.poll() is None, (self.folder / "orthanc.log").read_text()[-2000:]
+        try:
+            return bool(self.get("/system"))
+        except OSError:
+            return False
+
+    def get(self, path: str) -> Any:
+        with urllib.request.urlopen(self.url + path, timeout=10) as response:
+            return json.loads(response.read())
+
+    def post(self, path: str, body: Any) -> Any:
+        request = urllib.request.Request(self.url + path, data=json.dumps(body).encode(), method="POST")
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read())
+
+    def instances(self, modality: str) -> list[dict[str, Any]]:
+        """Instances of series with ``modality`` (expanded, with MainDicomTags)."""
+        found = self.post("/tools/find", {"Level": "Instance", "Query": {"Modality": modality}, "Expand": True})
+        return list(found)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(30)
+
+
+@contextmanager
+def orthanc(folder: Path) -> Iterator[Orthanc]:
+    server = Orthanc(folder).start()
+    try:
+        yield server
+    finally:
+        server.stop()
