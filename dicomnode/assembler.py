@@ -9,8 +9,10 @@ Data-based completeness:
 * MR Image: ``ImagesInAcquisition`` distinct slice positions received.
 * Enhanced MR: one multi-frame instance carries the whole series.
 * VL WSI: every VOLUME level received has all its tiles (TILED_FULL: the frame count of
-  ``ceil(TPM / tile)`` per plane), and the smallest level fits in one tile, so the
-  pyramid has reached its top.
+  ``ceil(TPM / tile)`` per plane), the smallest level fits in one tile (the pyramid has
+  reached its top) and the largest level is not ``RESAMPLED`` (the base is here). A
+  converter that marks every level ``NONE`` cannot reveal a missing base: such slides
+  complete early only if the base arrives before the top levels, else by quiet period.
 """
 
 from __future__ import annotations
@@ -61,6 +63,10 @@ def _wsi_complete(infos: list[InstanceInfo]) -> bool:
     if not need_by_level:
         return False
     smallest = min(need_by_level, key=lambda tpm: tpm[0] * tpm[1])
+    largest = max(need_by_level, key=lambda tpm: tpm[0] * tpm[1])
+    base_types = {i.image_type for i in infos if i.tpm == largest}
+    if any(t.endswith("RESAMPLED") for t in base_types):
+        return False  # the largest level received was resampled from a base not yet here
     top_reached = need_by_level[smallest] // max(1, _planes(infos, smallest)) == 1
     return top_reached and all(frames_by_level[t] >= n for t, n in need_by_level.items())
 

@@ -176,12 +176,6 @@ class NnUNetRunner:
                     f"model '{self.bundle.id}': nnU-Net could not load {self.model_folder} "
                     f"(folds {list(self.folds)}, {self.checkpoint}): {exc}"
                 ) from exc
-        if predictor.configuration_manager.configuration_name != self.configuration:
-            raise ModelError(
-                f"model '{self.bundle.id}': checkpoints in {self.model_folder} were trained as "
-                f"{predictor.configuration_manager.configuration_name!r}, manifest says "
-                f"{self.configuration!r}"
-            )
         return predictor
 
     @property
@@ -231,7 +225,7 @@ class NnUNetRunner:
         return seg.astype(np.uint8, copy=False)
 
 
-def _check_weights_only(path: Path, model_id: str) -> None:
+def _check_weights_only(path: Path, model_id: str) -> dict[str, Any]:
     """Refuse a checkpoint that needs arbitrary unpickling.
 
     nnU-Net itself loads checkpoints with ``weights_only=False``; this check first proves
@@ -244,12 +238,15 @@ def _check_weights_only(path: Path, model_id: str) -> None:
     allowed += [type(np.dtype(t)) for t in ("float16", "float32", "float64", "int32", "int64")]
     try:
         with torch.serialization.safe_globals(allowed):
-            torch.load(path, map_location="cpu", weights_only=True)
+            content = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt or unsafe files
         raise ModelError(
             f"model '{model_id}': checkpoint {path} cannot be loaded safely "
             f"(torch.load weights_only=True): {str(exc).splitlines()[0]}"
         ) from exc
+    if not isinstance(content, dict) or "network_weights" not in content:
+        raise ModelError(f"model '{model_id}': {path} is not an nnU-Net checkpoint")
+    return content
 
 
 def _as_folds(folds: Any, folder: Path) -> tuple[int | str, ...]:

@@ -35,6 +35,7 @@ __all__ = ["AxisMeasurement", "LabelScheme", "LlnFindings", "NodeFinding", "comp
 logger = logging.getLogger(__name__)
 
 _FACES = ndimage.generate_binary_structure(3, 1)
+_GROW = 2  # voxels of face dilation around a node when looking for its region
 _MIN_SIDE_SEPARATION_MM = 20.0  # left/right region blobs closer than this are one side
 
 
@@ -279,10 +280,17 @@ def _region_map(label_map: np.ndarray, scheme: LabelScheme) -> np.ndarray:
     return np.where(keep, label_map, 0)
 
 
-def _station_by_overlap(regions: np.ndarray, node: np.ndarray, box: tuple[slice, ...]) -> int:
-    """Most frequent region label in a 2-voxel face dilation of the node (0 if none)."""
-    grown = ndimage.binary_dilation(node, _FACES, iterations=2)
-    values = regions[box][grown & ~node]
+def _station_by_overlap(
+    regions: np.ndarray, node_map: np.ndarray, number: int, box: tuple[slice, ...]
+) -> int:
+    """Most frequent region label in a small face dilation of the node (0 if none)."""
+    padded = tuple(
+        slice(max(b.start - _GROW, 0), min(b.stop + _GROW, n))
+        for b, n in zip(box, regions.shape, strict=True)
+    )
+    node = node_map[padded] == number
+    grown = ndimage.binary_dilation(node, _FACES, iterations=_GROW)
+    values = regions[padded][grown & ~node]
     values = values[values > 0]
     if values.size == 0:
         return 0
@@ -304,6 +312,11 @@ def _station_by_distance(regions: np.ndarray, node: np.ndarray, spacing: np.ndar
     return int(regions[tuple(best)])
 
 
+def _centroid(labels: np.ndarray, value: int, box: tuple[slice, ...]) -> np.ndarray:
+    """Mean ``(z, y, x)`` index of the voxels equal to ``value`` inside ``box``."""
+    return np.argwhere(labels[box] == value).mean(axis=0) + [b.start for b in box]
+
+
 def _midline(regions: np.ndarray, volume: Volume) -> tuple[float, str]:
     """Patient midline (LPS x) from bilateral region blobs, else the volume centre."""
     midpoints: list[float] = []
@@ -312,9 +325,11 @@ def _midline(regions: np.ndarray, volume: Volume) -> tuple[float, str]:
         if n < 2:
             continue
         sizes = np.bincount(blobs.ravel())[1:]
-        two = np.argsort(sizes)[::-1][:2] + 1
-        centres = ndimage.center_of_mass(blobs > 0, blobs, two)
-        xs = sorted(float(volume.zyx_to_lps(c)[0]) for c in centres)
+        boxes = ndimage.find_objects(blobs)
+        xs = sorted(
+            float(volume.zyx_to_lps(_centroid(blobs, int(i) + 1, boxes[i]))[0])
+            for i in np.argsort(sizes)[::-1][:2]
+        )
         if xs[1] - xs[0] >= _MIN_SIDE_SEPARATION_MM:
             midpoints.append((xs[0] + xs[1]) / 2)
     if midpoints:
@@ -341,15 +356,14 @@ def _node(number: int, box: tuple[slice, ...], mask: np.ndarray, ctx: _Context) 
     n_pos = int(np.isin(labels, ctx.scheme.positive).sum())
     n_neg = int(labels.size - n_pos)
     model_class = "positive" if n_pos >= n_neg else "negative"
-    station, method = _station_by_overlap(ctx.regions, mask, box), "overlap"
+    station, method = _station_by_overlap(ctx.regions, ctx.node_map, number, box), "overlap"
     if station == 0:
         full = np.zeros(ctx.regions.shape, bool)
         full[box] = mask
         station, method = _station_by_distance(ctx.regions, full, ctx.spacing), "nearest"
     dz, dy, dx = ctx.volume.spacing_zyx
     short, long_ = _node_axes(mask, box[0].start, box[1].start, box[2].start, dy, dx)
-    centre = np.argwhere(mask).mean(axis=0) + [s.start for s in box]
-    centroid = ctx.volume.zyx_to_lps(centre)
+    centroid = ctx.volume.zyx_to_lps(_centroid(ctx.node_map, number, box))
     positive, reasons = _status(model_class, short.length_mm, ctx.scheme.short_axis_positive_mm)
     return NodeFinding(
         number=number,
@@ -374,6 +388,7 @@ def _node(number: int, box: tuple[slice, ...], mask: np.ndarray, ctx: _Context) 
 class _Context:
     label_map: np.ndarray
     regions: np.ndarray
+    node_map: np.ndarray
     volume: Volume
     scheme: LabelScheme
     spacing: np.ndarray
@@ -409,8 +424,9 @@ def compute_findings(label_map: np.ndarray, volume: Volume, scheme: LabelScheme)
     label_map = np.asarray(label_map)
     regions = _region_map(label_map, scheme)
     midline, method = _midline(regions, volume)
-    ctx = _Context(label_map, regions, volume, scheme, np.asarray(volume.spacing_zyx), midline)
     node_map, count = ndimage.label(np.isin(label_map, scheme.positive + scheme.negative), _FACES)
+    spacing = np.asarray(volume.spacing_zyx)
+    ctx = _Context(label_map, regions, node_map, volume, scheme, spacing, midline)
     boxes = ndimage.find_objects(node_map)
     nodes = tuple(
         _node(i + 1, box, node_map[box] == i + 1, ctx)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
+from skimage.measure import approximate_polygon, find_contours
 
 __all__ = ["Deposit", "find_deposits", "max_feret_px", "outline_px", "slide_class"]
 
@@ -72,8 +73,6 @@ def outline_px(mask: np.ndarray) -> np.ndarray:
     Marching squares at level 0.5 on the padded mask (the curve runs half-way between
     inside and outside pixel centres), simplified within a quarter pixel.
     """
-    from skimage.measure import approximate_polygon, find_contours
-
     padded = np.pad(mask.astype(np.float32), 1)
     contours = find_contours(padded, 0.5)
     ring = max(contours, key=len)

@@ -158,11 +158,22 @@ def _jfif_labelled_rgb(wsi: object, base: Dataset, level: Level) -> bool:
         return False
     if frame[:2] != b"\xff\xd8":
         return False  # not a JPEG baseline frame
-    head = frame[:2048]
-    adobe = b"\xff\xee" in head and b"Adobe" in head
+    return _signals_ycbcr(frame[:4096])
+
+
+def _signals_ycbcr(head: bytes) -> bool:
+    """Whether a JPEG header declares YCbCr samples (libjpeg's own colour-space rules).
+
+    'R','G','B' component ids mean RGB; an Adobe APP14 marker decides by its transform
+    flag (0 = RGB); otherwise a JFIF APP0 marker means YCbCr.
+    """
     sof = head.find(b"\xff\xc0")
-    ids = tuple(head[sof + 10 + 3 * k] for k in range(3)) if sof >= 0 else ()
-    return b"JFIF" in head and not adobe and ids != (0x52, 0x47, 0x42)
+    if sof >= 0 and tuple(head[sof + 10 + 3 * k] for k in range(3)) == (0x52, 0x47, 0x42):
+        return False
+    adobe = head.find(b"Adobe")  # APP14: FF EE, length (2), "Adobe", 6 bytes, transform
+    if adobe >= 2 and head[adobe - 4 : adobe - 2] == b"\xff\xee" and len(head) > adobe + 11:
+        return head[adobe + 11] != 0
+    return b"JFIF" in head
 
 
 def _level_from(group: object) -> Level:
@@ -194,6 +205,41 @@ class Slide:
                 "levels %s: PhotometricInterpretation RGB but JFIF (YCbCr) JPEG frames; "
                 "converting YCbCr to RGB after decoding", sorted(self._ycbcr),
             )
+        self.levels = self._consistent(self.levels)
+
+    def _level_region(self, lv: Level, x: int, y: int, w: int, h: int) -> np.ndarray:
+        region = self._wsi.read_region((x, y), lv.level, (w, h), as_array=True)  # type: ignore[attr-defined]
+        region = np.ascontiguousarray(region[..., :3])
+        if lv.level in self._ycbcr:
+            region = np.asarray(Image.fromarray(region, "YCbCr").convert("RGB"))
+        return region
+
+    def _consistent(self, levels: list[Level], side: int = 64) -> list[Level]:
+        """Drop pyramid levels whose colours disagree with the next finer kept level.
+
+        Some converters build missing levels from wrongly decoded data (YCbCr taken as
+        RGB) and store the result as RGB, so no header tells. A central patch of each
+        level is compared with the same area of the finer level, box-downscaled.
+        """
+        kept = [levels[0]]
+        for lv in levels[1:]:
+            fine = kept[-1]
+            w, h = min(side, lv.width), min(side, lv.height)
+            x, y = (lv.width - w) // 2, (lv.height - h) // 2
+            ratio = lv.mpp / fine.mpp
+            fx, fy = int(x * ratio), int(y * ratio)
+            fw = max(1, min(round(w * ratio), fine.width - fx))
+            fh = max(1, min(round(h * ratio), fine.height - fy))
+            ref = Image.fromarray(self._level_region(fine, fx, fy, fw, fh))
+            ref_arr = np.asarray(ref.resize((w, h), Image.Resampling.BOX), np.float32)
+            diff = float(np.abs(self._level_region(lv, x, y, w, h) - ref_arr).mean())
+            if diff > 30.0:
+                logger.warning("level %d (%.3f µm/px) ignored: its colours differ from level "
+                               "%d by %.0f grey levels on average", lv.level, lv.mpp,
+                               fine.level, diff)
+                continue
+            kept.append(lv)
+        return kept
 
     @property
     def mpp(self) -> float:
@@ -249,11 +295,7 @@ class Slide:
         canvas_w, canvas_h = math.ceil(fx1) - math.floor(fx0), math.ceil(fy1) - math.floor(fy0)
         canvas = np.full((canvas_h, canvas_w, 3), _WHITE, np.uint8)
         if ix1 > ix0 and iy1 > iy0:
-            region = self._wsi.read_region(  # type: ignore[attr-defined]
-                (ix0, iy0), lv.level, (ix1 - ix0, iy1 - iy0), as_array=True
-            )
-            if lv.level in self._ycbcr:
-                region = np.asarray(Image.fromarray(region[..., :3], "YCbCr").convert("RGB"))
+            region = self._level_region(lv, ix0, iy0, ix1 - ix0, iy1 - iy0)
             ox, oy = ix0 - math.floor(fx0), iy0 - math.floor(fy0)
             canvas[oy : oy + region.shape[0], ox : ox + region.shape[1]] = region[..., :3]
         if s == 1.0:
