@@ -358,9 +358,8 @@ def _node(number: int, box: tuple[slice, ...], mask: np.ndarray, ctx: _Context) 
     model_class = "positive" if n_pos >= n_neg else "negative"
     station, method = _station_by_overlap(ctx.regions, ctx.node_map, number, box), "overlap"
     if station == 0:
-        full = np.zeros(ctx.regions.shape, bool)
-        full[box] = mask
-        station, method = _station_by_distance(ctx.regions, full, ctx.spacing), "nearest"
+        node = ctx.node_map == number
+        station, method = _station_by_distance(ctx.regions, node, ctx.spacing), "nearest"
     dz, dy, dx = ctx.volume.spacing_zyx
     short, long_ = _node_axes(mask, box[0].start, box[1].start, box[2].start, dy, dx)
     centroid = ctx.volume.zyx_to_lps(_centroid(ctx.node_map, number, box))

@@ -134,6 +134,17 @@ def test_station_side_class_and_status() -> None:
     assert set(summary["stations_present"]) == {"internal_iliac", "obturator", "external_iliac"}
 
 
+def test_box_shaped_node_touching_its_region_on_every_side() -> None:
+    vol = _volume((12, 60, 60), (3.0, 0.8, 0.8))
+    labels = np.zeros(vol.shape, np.uint8)
+    labels[2:10, 10:50, 10:30] = 3  # a right-side external iliac block (x index < centre)
+    labels[4:7, 20:32, 14:24] = 4  # a box node: its bounding box has no spare voxel
+    (node,) = compute_findings(labels, vol, SCHEME).nodes
+    assert (node.station, node.station_method, node.side) == ("external_iliac", "overlap", "right")
+    assert node.long_axis.length_mm == pytest.approx(math.hypot(12 * 0.8, 10 * 0.8), abs=0.8)
+    assert node.short_axis.length_mm >= 10 * 0.8 - 0.8
+
+
 def test_mixed_node_majority_and_node_map() -> None:
     vol = _volume((9, 40, 40), (3.0, 0.7, 0.7))
     labels = np.zeros(vol.shape, np.uint8)
