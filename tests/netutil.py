@@ -60,7 +60,8 @@ class PacsSCP:
     """
 
     def __init__(self, port: int | None = None, ae_title: str = "PACS", delay_s: float = 0.0,
-                 folder: Path | None = None) -> None:
+                 folder: Path | None = None, ssl_context: Any = None) -> None:
+        self.ssl_context = ssl_context
         self.port = port or free_port()
         self.ae_title, self.delay_s, self.folder = ae_title, delay_s, folder
         self.stored: dict[str, int] = {}
@@ -88,7 +89,8 @@ class PacsSCP:
         for context in StoragePresentationContexts:
             ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
         self.server = ae.start_server(("127.0.0.1", self.port), block=False,
-                                      evt_handlers=[(evt.EVT_C_STORE, self._handle)])
+                                      evt_handlers=[(evt.EVT_C_STORE, self._handle)],
+                                      ssl_context=self.ssl_context)
         return self
 
     def stop(self) -> None:

@@ -1,0 +1,133 @@
+"""Opening and reading the real test slides (shared testdata, read in place)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dicomnode.errors import PipelineError
+from dicomnode.pipelines.wsi_slide import _signals_ycbcr, open_slide
+from dicomnode.pipelines.wsi_tissue import detect_tissue, otsu_threshold, saturation
+
+WSI = Path("/work/shared/testdata/wsi")
+DICOMIZER = WSI / "cmu1-small-region-pyramid-wsidicomizer"
+WSI2DCM = WSI / "cmu1-small-region-pyramid-wsi2dcm"
+MARROW = WSI / "gcp-wsi2dcm-bone-marrow"
+
+pytestmark = pytest.mark.skipif(not WSI.is_dir(), reason="shared WSI test data not present")
+
+
+def files(path: Path) -> list[Path]:
+    return sorted(p for p in path.iterdir() if not p.name.endswith(".txt")) if path.is_dir() \
+        else [path]
+
+
+def test_levels_of_the_wsi2dcm_pyramid_exclude_single_frame_levels() -> None:
+    with open_slide(files(WSI2DCM)) as slide:
+        assert [(lv.width, lv.height) for lv in slide.levels] == [
+            (2220, 2967), (1110, 1483), (555, 741)]
+        assert slide.base.TotalPixelMatrixColumns == 2220
+
+
+def test_level_with_baked_in_wrong_colours_is_dropped() -> None:
+    # wsidicomizer built its 139x186 level from YCbCr samples taken as RGB
+    with open_slide(files(DICOMIZER)) as slide:
+        assert [round(lv.mpp, 3) for lv in slide.levels] == [0.499, 0.998, 1.996, 3.992]
+
+
+def test_two_conversions_of_one_slide_read_the_same_colours() -> None:
+    regions = []
+    for path in (DICOMIZER, WSI2DCM):
+        with open_slide(files(path)) as slide:
+            for mpp in (0.5, 2.0, 8.0):
+                raster = slide.raster(mpp)
+                regions.append(slide.read(raster, 0, 0, raster.width, raster.height // 2)
+                               .astype(float))
+    for a, b in zip(regions[:3], regions[3:], strict=True):
+        h, w = min(a.shape[0], b.shape[0]), min(a.shape[1], b.shape[1])
+        assert np.abs(a[:h, :w] - b[:h, :w]).mean() < 6.0
+    assert 230 < regions[0][:20, :20].mean() < 250  # glass is white, not YCbCr grey-green
+
+
+def test_resampled_raster_matches_exact_level_downscale() -> None:
+    with open_slide(files(WSI2DCM)) as slide:
+        raster = slide.raster(4.0)  # no level: level 2 (1.996) downscaled by 2.004
+        assert raster.level.mpp == pytest.approx(1.996) and raster.scale == pytest.approx(2.004, abs=1e-3)
+        assert (raster.width, raster.height) == (277, 370)
+        img = slide.read(raster, 100, 100, 64, 64).astype(float)
+        native = slide.read(slide.raster(1.996), 200, 200, 128, 128).astype(float)
+        halved = native.reshape(64, 2, 64, 2, 3).mean(axis=(1, 3))
+        assert np.abs(img - halved).mean() < 4.0
+
+
+def test_reads_outside_the_matrix_are_white() -> None:
+    with open_slide(files(WSI2DCM)) as slide:
+        raster = slide.raster(2.0)
+        edge = slide.read(raster, raster.width - 10, raster.height - 10, 40, 40)
+        assert edge.shape == (40, 40, 3) and (edge[20:, 20:] == 255).all()
+
+
+def test_bone_marrow_codecs_decode_to_the_same_pixels() -> None:
+    arrays = {}
+    for name in ("raw.dicom", "jpeg2000.dicom", "jpeg.dicom"):
+        with open_slide([MARROW / name]) as slide:
+            raster = slide.raster(slide.mpp)
+            arrays[name] = slide.read_raster(raster).astype(int)
+    assert np.array_equal(arrays["raw.dicom"], arrays["jpeg2000.dicom"])
+    assert np.abs(arrays["raw.dicom"] - arrays["jpeg.dicom"]).mean() < 4.0
+
+
+def test_folder_with_three_series_is_refused() -> None:
+    with pytest.raises(PipelineError, match="3 slide series"), open_slide(files(MARROW)):
+        pass
+
+
+def test_label_from_another_series_is_ignored() -> None:
+    with open_slide(files(WSI / "ezwsi-camelyon")) as slide:
+        assert [(lv.width, lv.height) for lv in slide.levels] == [(1152, 700)]
+
+
+def test_fluorescence_is_unsupported() -> None:
+    with pytest.raises(PipelineError, match=r"unsupported: not a brightfield RGB slide .*MONOCHROME2"
+                       r".*3 optical path"), open_slide(files(WSI / "wg26-3dhistech-bpaec-fluorescence")):
+        pass
+
+
+def test_column_major_tcga_file_is_a_clear_error() -> None:
+    with pytest.raises(PipelineError, match=r"cannot open slide with wsidicom.*column-major"), \
+            open_slide(files(WSI / "pathml-tcga-prostate")):
+        pass
+
+
+def test_too_coarse_for_the_model() -> None:
+    with open_slide(files(WSI / "ezwsi-camelyon")) as slide, \
+            pytest.raises(PipelineError, match=r"too coarse.*28\.969 µm/px.*needs 2 µm/px"):
+        slide.raster(2.0)
+
+
+def test_jpeg_colour_space_markers() -> None:
+    sof = b"\xff\xc0\x00\x11\x08\x00\x10\x00\x10\x03"
+    assert _signals_ycbcr(b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + sof + b"\x01\x22\x00\x02\x11\x01\x03\x11\x01")
+    assert not _signals_ycbcr(b"\xff\xd8" + sof + b"R\x11\x00G\x11\x00B\x11\x00")
+    adobe = b"\xff\xee\x00\x0eAdobe\x00\x64\x00\x00\x00\x00"
+    assert not _signals_ycbcr(b"\xff\xd8" + adobe + b"\x00" + sof + b"\x01\x11\x00\x02\x11\x00\x03\x11\x00")
+    assert _signals_ycbcr(b"\xff\xd8" + adobe + b"\x01" + sof + b"\x01\x11\x00\x02\x11\x00\x03\x11\x00")
+
+
+def test_tissue_of_the_two_cmu_conversions_agrees() -> None:
+    areas = []
+    for path in (DICOMIZER, WSI2DCM):
+        with open_slide(files(path)) as slide:
+            raster = slide.raster(8.0)
+            areas.append(detect_tissue(slide.read_raster(raster), raster.mpp).area_mm2)
+    assert areas[0] == pytest.approx(areas[1], rel=0.03)
+    assert 0.4 < areas[0] < 0.9  # the skin strip covers roughly half of 1.1 x 1.5 mm
+
+
+def test_otsu_and_saturation() -> None:
+    values = np.concatenate([np.full(100, 0.1), np.full(300, 0.6)])
+    assert 0.1 < otsu_threshold(values) <= 0.6
+    rgb = np.array([[[255, 255, 255], [200, 100, 100]]], np.uint8)
+    assert saturation(rgb).tolist() == [[0.0, pytest.approx(0.5)]]
