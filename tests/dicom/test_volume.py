@@ -198,3 +198,10 @@ def test_malformed_geometry_is_a_volume_error(tmp_path: Path) -> None:
     del ds.ImagePositionPatient
     with pytest.raises(VolumeError, match=r"ImagePositionPatient is missing.*\.dcm"):
         load_volume([ds])
+
+
+def test_non_image_instance_in_series_is_named() -> None:
+    study = MR / "abdomen-philips-ingenia-liver-mrcp"
+    files = [*_files(study / "s401_T2W_TRA_BH"), study / "philips-private-sop" / "XX_0027"]
+    with pytest.raises(VolumeError, match=r"without pixel data are not images.*XX_0027"):
+        load_volume(files)
