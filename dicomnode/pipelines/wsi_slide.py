@@ -71,7 +71,7 @@ class Raster:
     mpp
         Effective µm/px of the raster (``level.mpp * scale``).
     width, height
-        Raster size in pixels covering the whole total pixel matrix.
+        Raster size in pixels covering the base level's total pixel matrix.
     """
 
     level: Level
@@ -279,9 +279,11 @@ class Slide:
                 level, scale = self.levels[0], 1.0
             else:
                 level, scale = finer[-1], mpp / finer[-1].mpp
-        width = math.ceil(level.width / scale)
-        height = math.ceil(level.height / scale)
-        return Raster(level, scale, level.mpp * scale, width, height)
+        # the raster covers the base level's extent (a coarser level may be truncated)
+        base, mpp_eff = self.levels[0], level.mpp * scale
+        width = math.ceil(base.width * base.mpp / mpp_eff - 1e-6)
+        height = math.ceil(base.height * base.mpp / mpp_eff - 1e-6)
+        return Raster(level, scale, mpp_eff, width, height)
 
     def read(self, raster: Raster, x: int, y: int, width: int, height: int) -> np.ndarray:
         """Read a ``(height, width, 3)`` uint8 RGB region of ``raster`` at (x, y).
