@@ -1,0 +1,44 @@
+"""Short-schedule nnU-Net v2 trainer for the synthetic lateral-lymph-node demo model.
+
+``nnUNetTrainer_LLNDemo`` only shortens the schedule of ``nnUNetTrainerNoMirroring``
+(mirroring off in augmentation and at inference, as in the study: left and right must
+not be swapped). It builds exactly the same network, so the slimmed checkpoint records
+``trainer_name: nnUNetTrainerNoMirroring``, which stock nnU-Net finds in its own package;
+no code from this folder is needed at inference.
+
+To train with the nnU-Net CLI instead of ``train.py``, point nnU-Net's external trainer
+search at this folder: ``nnUNet_extTrainer=models/recipes/lln_t2_demo nnUNetv2_train ...
+-tr nnUNetTrainer_LLNDemo``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from nnunetv2.training.nnUNetTrainer.variants.data_augmentation.nnUNetTrainerNoMirroring import (
+    nnUNetTrainerNoMirroring,
+)
+
+
+class nnUNetTrainer_LLNDemo(nnUNetTrainerNoMirroring):  # noqa: N801 (nnU-Net naming)
+    """``nnUNetTrainerNoMirroring`` with a CPU-sized schedule.
+
+    Epochs and iterations come from ``LLN_DEMO_EPOCHS`` / ``LLN_DEMO_ITERS`` (defaults
+    15 and 40); validation uses 5 iterations per epoch and only the final and best
+    checkpoints are written.
+    """
+
+    def __init__(
+        self,
+        plans: dict,
+        configuration: str,
+        fold: int,
+        dataset_json: dict,
+        device: torch.device = torch.device("cpu"),  # noqa: B008 (nnU-Net signature)
+    ) -> None:
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs = int(os.environ.get("LLN_DEMO_EPOCHS", "15"))
+        self.num_iterations_per_epoch = int(os.environ.get("LLN_DEMO_ITERS", "40"))
+        self.num_val_iterations_per_epoch = 5
+        self.save_every = 10_000
