@@ -98,7 +98,8 @@ def _send_chunk(files: list[ReplayFile], host: str, port: int, calling: str, cal
     statuses: Counter[str] = Counter()
     assoc = ae.associate(host, port, ae_title=called)
     if not assoc.is_established:
-        statuses["association failed"] += len(files)
+        why = "rejected" if assoc.is_rejected else "aborted (no presentation context accepted?)"
+        statuses[f"association {why}"] += len(files)
         return statuses
     try:
         for item in files:

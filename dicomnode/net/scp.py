@@ -39,6 +39,8 @@ ACCEPTED_SOP_CLASSES = {
 }
 _TRAILING_PADDING = 0xFFFCFFFC
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+#: Storage classes newer than pynetdicom's list; negotiated so they get a clear 0x0122.
+_EXTRA_STORAGE = ("1.2.840.10008.5.1.4.1.1.66.7", "1.2.840.10008.5.1.4.1.1.91.1")
 
 
 @dataclass
@@ -105,6 +107,8 @@ class StorageSCP:
         self.ae.add_supported_context(Verification)
         for context in StoragePresentationContexts:
             self.ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+        for uid in _EXTRA_STORAGE:
+            self.ae.add_supported_context(uid, ALL_TRANSFER_SYNTAXES)
         self.server: Any = None
 
     # -- lifecycle ----------------------------------------------------------------------

@@ -30,8 +30,10 @@ def _fit(rgb: np.ndarray, max_side: int) -> tuple[Image.Image, float]:
     img = Image.fromarray(rgb)
     scale = min(1.0, max_side / max(img.size))
     if scale < 1.0:
-        img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))),
-                         Image.Resampling.BOX)
+        img = img.resize(
+            (max(1, round(img.width * scale)), max(1, round(img.height * scale))),
+            Image.Resampling.BOX,
+        )
     return img, scale
 
 
@@ -54,8 +56,12 @@ def _legend(width: int, bands: Sequence[float], headline: str) -> Image.Image:
     draw = ImageDraw.Draw(strip)
     font = ImageFont.load_default()
     lo, mid, hi = (f"{float(b):g}" for b in bands)
-    entries = [(BAND_COLOURS[0], f"p>{hi}"), (BAND_COLOURS[1], f"{mid}-{hi}"),
-               (BAND_COLOURS[2], f"{lo}-{mid}"), (TUMOUR_COLOUR, "deposit")]
+    entries = [
+        (BAND_COLOURS[0], f"p>{hi}"),
+        (BAND_COLOURS[1], f"{mid}-{hi}"),
+        (BAND_COLOURS[2], f"{lo}-{mid}"),
+        (TUMOUR_COLOUR, "deposit"),
+    ]
     x = 6
     for colour, text in entries:
         draw.rectangle([x, 6, x + 14, 20], fill=colour, outline=(0, 0, 0))

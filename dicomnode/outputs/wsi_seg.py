@@ -55,8 +55,16 @@ SEG_SERIES_NUMBER = 9101
 #: Type 2 Patient/Study attributes the outputs copy from the source; some converters
 #: leave them out, and an empty value is what the standard asks for when unknown.
 _TYPE2_COPIED = (
-    "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
-    "ReferringPhysicianName", "StudyID", "AccessionNumber", "ContainerIdentifier",
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "StudyID",
+    "AccessionNumber",
+    "ContainerIdentifier",
 )
 
 
@@ -141,8 +149,9 @@ def band_masks(prob: np.ndarray, classified: np.ndarray, bands: Sequence[float])
     return np.stack([p > hi, (p > mid) & (p <= hi), (p >= lo) & (p <= mid)])
 
 
-def to_output_grid(cells: np.ndarray, cell_um: float, mpp: float,
-                   shape: tuple[int, int]) -> np.ndarray:
+def to_output_grid(
+    cells: np.ndarray, cell_um: float, mpp: float, shape: tuple[int, int]
+) -> np.ndarray:
     """Paint a patch-grid array onto a finer output grid (nearest by pixel centre)."""
     ri = ((np.arange(shape[0]) + 0.5) * mpp // cell_um).astype(int)
     ci = ((np.arange(shape[1]) + 0.5) * mpp // cell_um).astype(int)
@@ -175,9 +184,11 @@ def _descriptions(
     colours = [TUMOUR_COLOUR, *BAND_COLOURS]
     return [
         hd.seg.SegmentDescription(
-            segment_number=n, segment_label=label,
+            segment_number=n,
+            segment_label=label,
             segmented_property_category=codes.cid7150.MorphologicallyAbnormalStructure,
-            segmented_property_type=tumour, algorithm_type="AUTOMATIC",
+            segmented_property_type=tumour,
+            algorithm_type="AUTOMATIC",
             algorithm_identification=algo,
             tracking_id=f"wsi-{'tumour' if n == 1 else f'band-{n - 1}'}",
             tracking_uid=uid(f"seg.segment.{n}"),
@@ -194,7 +205,8 @@ def _plane_position(geometry: SegGeometry, ref: Dataset) -> hd.PlanePositionSequ
     x, y, z = tr(np.array([[half, half]], float))[0]
     return hd.PlanePositionSequence(
         coordinate_system=hd.CoordinateSystemNames.SLIDE,
-        image_position=(float(x), float(y), float(z)), pixel_matrix_position=(1, 1),
+        image_position=(float(x), float(y), float(z)),
+        pixel_matrix_position=(1, 1),
     )
 
 
@@ -240,25 +252,40 @@ def build_wsi_seg(
     thickness = _slice_thickness(ref)
     try:
         seg = hd.seg.Segmentation(
-            source_images=[ref], pixel_array=stacked.astype(np.uint8),
-            segmentation_type="BINARY", segment_descriptions=_descriptions(bundle, band_limits, uid),
-            series_instance_uid=uid("seg.series"), series_number=SEG_SERIES_NUMBER,
-            sop_instance_uid=uid("seg.instance"), instance_number=1,
-            manufacturer=MANUFACTURER, manufacturer_model_name=bundle.id,
-            software_versions=SOFTWARE_VERSION, device_serial_number=bundle.version,
-            transfer_syntax_uid=JPEG2000Lossless, tile_pixel_array=True, tile_size=(256, 256),
+            source_images=[ref],
+            pixel_array=stacked.astype(np.uint8),
+            segmentation_type="BINARY",
+            segment_descriptions=_descriptions(bundle, band_limits, uid),
+            series_instance_uid=uid("seg.series"),
+            series_number=SEG_SERIES_NUMBER,
+            sop_instance_uid=uid("seg.instance"),
+            instance_number=1,
+            manufacturer=MANUFACTURER,
+            manufacturer_model_name=bundle.id,
+            software_versions=SOFTWARE_VERSION,
+            device_serial_number=bundle.version,
+            transfer_syntax_uid=JPEG2000Lossless,
+            tile_pixel_array=True,
+            tile_size=(256, 256),
             pixel_measures=hd.PixelMeasuresSequence(
-                pixel_spacing=[spacing, spacing], slice_thickness=thickness),
+                pixel_spacing=[spacing, spacing], slice_thickness=thickness
+            ),
             plane_positions=[_plane_position(geometry, ref)],
             series_description=series_description(bundle, "WSI metastasis SEG"),
-            content_label="METASTASIS", content_description="tumour mask + heatmap bands",
+            content_label="METASTASIS",
+            content_description="tumour mask + heatmap bands",
             workers=workers,
         )
     except (ValueError, TypeError, AttributeError) as exc:
         raise OutputError(f"cannot build WSI SEG: {exc}") from exc
     seg.PatientOrientation = ""  # Type 2C; empty is valid and keeps dciodvfy quiet (§3.1)
-    logger.info("SEG: %d frames, %dx%d at %.3f µm/px", int(seg.NumberOfFrames),
-                tumour.shape[1], tumour.shape[0], geometry.mpp)
+    logger.info(
+        "SEG: %d frames, %dx%d at %.3f µm/px",
+        int(seg.NumberOfFrames),
+        tumour.shape[1],
+        tumour.shape[0],
+        geometry.mpp,
+    )
     return seg
 
 

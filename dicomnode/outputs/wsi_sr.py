@@ -37,8 +37,7 @@ logger = logging.getLogger(__name__)
 
 SR_SERIES_NUMBER = 9102
 PRIVATE_SCHEME = "99DCMNODE"
-_SIZE_CLASS_NAME = hd.sr.CodedConcept("SIZECLASS", PRIVATE_SCHEME,
-                                      "Metastasis size class (AJCC)")
+_SIZE_CLASS_NAME = hd.sr.CodedConcept("SIZECLASS", PRIVATE_SCHEME, "Metastasis size class (AJCC)")
 _SIZE_CLASSES = {
     "none": ("NONE", "No metastasis"),
     "itc": ("ITC", "Isolated tumour cells"),
@@ -88,7 +87,9 @@ def size_class_code(size_class: str) -> hd.sr.CodedConcept:
     try:
         value, meaning = _SIZE_CLASSES[size_class]
     except KeyError as exc:
-        raise OutputError(f"unknown size class {size_class!r}; use {sorted(_SIZE_CLASSES)}") from exc
+        raise OutputError(
+            f"unknown size class {size_class!r}; use {sorted(_SIZE_CLASSES)}"
+        ) from exc
     return hd.sr.CodedConcept(value, PRIVATE_SCHEME, meaning)
 
 
@@ -106,36 +107,51 @@ def _mm2(value: float) -> hd.sr.Measurement:
     return hd.sr.Measurement(codes.SCT.Area, float(value), codes.UCUM.SquareMillimeter)
 
 
-def _slide_groups(report: SlideReport, base: Dataset, algo: hd.sr.AlgorithmIdentification,
-                  uid: Callable[[str], str]) -> list[hd.sr.MeasurementsAndQualitativeEvaluations]:
+def _slide_groups(
+    report: SlideReport,
+    base: Dataset,
+    algo: hd.sr.AlgorithmIdentification,
+    uid: Callable[[str], str],
+) -> list[hd.sr.MeasurementsAndQualitativeEvaluations]:
     source = [hd.sr.SourceImageForMeasurementGroup.from_source_image(base)]
-    measurements = [_mm2(report.tumour_area_mm2),
-                    hd.sr.Measurement(codes.DCM.Probability, float(report.max_probability),
-                                      codes.UCUM.NoUnits)]
+    measurements = [
+        _mm2(report.tumour_area_mm2),
+        hd.sr.Measurement(codes.DCM.Probability, float(report.max_probability), codes.UCUM.NoUnits),
+    ]
     if report.deposits:
         measurements.insert(0, _mm(report.largest_deposit_mm))
     slide = hd.sr.MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(uid=uid("sr.group.slide"),
-                                                     identifier="slide findings"),
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            uid=uid("sr.group.slide"), identifier="slide findings"
+        ),
         finding_type=codes.cid7159.NeoplasmSecondary,
-        finding_category=codes.SCT.MorphologicallyAbnormalStructure, algorithm_id=algo,
-        measurements=measurements, source_images=source,
+        finding_category=codes.SCT.MorphologicallyAbnormalStructure,
+        algorithm_id=algo,
+        measurements=measurements,
+        source_images=source,
         qualitative_evaluations=[
             _presence(report.size_class != "none"),
             hd.sr.QualitativeEvaluation(_SIZE_CLASS_NAME, size_class_code(report.size_class)),
         ],
     )
     tissue = hd.sr.MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(uid=uid("sr.group.tissue"),
-                                                     identifier="tissue"),
-        finding_type=codes.SCT.Tissue, algorithm_id=algo, source_images=source,
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            uid=uid("sr.group.tissue"), identifier="tissue"
+        ),
+        finding_type=codes.SCT.Tissue,
+        algorithm_id=algo,
+        source_images=source,
         measurements=[_mm2(report.tissue_area_mm2)],
     )
     return [slide, tissue]
 
 
-def _deposit_group(dep: DepositReport, base: Dataset, algo: hd.sr.AlgorithmIdentification,
-                   uid: Callable[[str], str]) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
+def _deposit_group(
+    dep: DepositReport,
+    base: Dataset,
+    algo: hd.sr.AlgorithmIdentification,
+    uid: Callable[[str], str],
+) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
     tr = hd.spatial.ImageToReferenceTransformer.for_image(base, for_total_pixel_matrix=True)
     region = hd.sr.ImageRegion3D(
         graphic_type=hd.sr.GraphicTypeValues3D.POLYGON,
@@ -144,9 +160,12 @@ def _deposit_group(dep: DepositReport, base: Dataset, algo: hd.sr.AlgorithmIdent
     )
     return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(
-            uid=uid(f"sr.deposit.{dep.number}"), identifier=f"deposit {dep.number}"),
-        referenced_region=region, finding_type=codes.cid7159.NeoplasmSecondary,
-        finding_category=codes.SCT.MorphologicallyAbnormalStructure, algorithm_id=algo,
+            uid=uid(f"sr.deposit.{dep.number}"), identifier=f"deposit {dep.number}"
+        ),
+        referenced_region=region,
+        finding_type=codes.cid7159.NeoplasmSecondary,
+        finding_category=codes.SCT.MorphologicallyAbnormalStructure,
+        algorithm_id=algo,
         measurements=[_mm2(dep.area_mm2), _mm(dep.largest_dimension_mm)],
         qualitative_evaluations=[
             _presence(True),
@@ -156,16 +175,27 @@ def _deposit_group(dep: DepositReport, base: Dataset, algo: hd.sr.AlgorithmIdent
 
 
 def _observer(bundle: ModelBundle, uid: Callable[[str], str]) -> hd.sr.ObservationContext:
-    return hd.sr.ObservationContext(observer_device_context=hd.sr.ObserverContext(
-        observer_type=codes.DCM.Device,
-        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
-            uid=uid("sr.device"), name=bundle.id, manufacturer_name=MANUFACTURER,
-            model_name=f"{bundle.id} {bundle.version}")))
+    return hd.sr.ObservationContext(
+        observer_device_context=hd.sr.ObserverContext(
+            observer_type=codes.DCM.Device,
+            observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+                uid=uid("sr.device"),
+                name=bundle.id,
+                manufacturer_name=MANUFACTURER,
+                model_name=f"{bundle.id} {bundle.version}",
+            ),
+        )
+    )
 
 
 def build_wsi_sr(
-    base: Dataset, seg: Dataset, report: SlideReport, bundle: ModelBundle,
-    uid: Callable[[str], str], *, max_deposits: int = 50,
+    base: Dataset,
+    seg: Dataset,
+    report: SlideReport,
+    bundle: ModelBundle,
+    uid: Callable[[str], str],
+    *,
+    max_deposits: int = 50,
 ) -> hd.sr.Comprehensive3DSR:
     """Build the TID 1500 Comprehensive 3D SR.
 
@@ -192,14 +222,24 @@ def build_wsi_sr(
         groups: list[object] = [*_slide_groups(report, base, algo, uid)]
         groups += [_deposit_group(d, base, algo, uid) for d in report.deposits[:max_deposits]]
         content = hd.sr.MeasurementReport(
-            observation_context=_observer(bundle, uid), procedure_reported=codes.SCT.Histopathology,
-            imaging_measurements=groups, title=codes.DCM.ImagingMeasurementReport)
+            observation_context=_observer(bundle, uid),
+            procedure_reported=codes.SCT.Histopathology,
+            imaging_measurements=groups,
+            title=codes.DCM.ImagingMeasurementReport,
+        )
         sr = hd.sr.Comprehensive3DSR(
-            evidence=[base, seg], content=content, series_instance_uid=uid("sr.series"),
-            series_number=SR_SERIES_NUMBER, sop_instance_uid=uid("sr.instance"),
-            instance_number=1, manufacturer=MANUFACTURER,
+            evidence=[base, seg],
+            content=content,
+            series_instance_uid=uid("sr.series"),
+            series_number=SR_SERIES_NUMBER,
+            sop_instance_uid=uid("sr.instance"),
+            instance_number=1,
+            manufacturer=MANUFACTURER,
             series_description=series_description(bundle, "WSI metastasis report"),
-            is_complete=True, is_final=False, is_verified=False)
+            is_complete=True,
+            is_final=False,
+            is_verified=False,
+        )
     except (ValueError, TypeError, AttributeError) as exc:
         raise OutputError(f"cannot build WSI SR: {exc}") from exc
     scheme = Dataset()
@@ -207,6 +247,9 @@ def build_wsi_sr(
     scheme.CodingSchemeName = "dicomnode private codes"
     scheme.CodingSchemeResponsibleOrganization = "dicomnode"
     sr.CodingSchemeIdentificationSequence = [scheme]
-    logger.info("SR: class %s, %d deposit group(s)", report.size_class,
-                min(len(report.deposits), max_deposits))
+    logger.info(
+        "SR: class %s, %d deposit group(s)",
+        report.size_class,
+        min(len(report.deposits), max_deposits),
+    )
     return sr

@@ -77,8 +77,9 @@ def model_spec(bundle: ModelBundle, name: str) -> ModelSpec:
     if patch != int(patch):
         raise ModelError(f"model '{bundle.id}': {where}.patch_size must be an integer")
     output = _number(section, "output_mpp", where) if name == "segmenter" else None
-    return ModelSpec(section, str(section["file"]), _number(section, "mpp", where), int(patch),
-                     output)
+    return ModelSpec(
+        section, str(section["file"]), _number(section, "mpp", where), int(patch), output
+    )
 
 
 def thresholds(bundle: ModelBundle) -> Thresholds:
@@ -93,15 +94,21 @@ def thresholds(bundle: ModelBundle) -> Thresholds:
     probs = {k: _number(t, k, "thresholds") for k in ("gate_probability", "tumour_probability")}
     sizes = {k: _number(t, k, "thresholds") for k in ("itc_max_mm", "micro_max_mm")}
     bands = t.get("heatmap_bands")
-    if (not isinstance(bands, Sequence) or len(bands) != 3
-            or not all(isinstance(b, int | float) for b in bands)
-            or not 0 < bands[0] < bands[1] < bands[2] < 1):
-        raise ModelError(f"model '{bundle.id}': thresholds.heatmap_bands must be three "
-                         f"increasing probabilities, got {bands!r}")
+    if (
+        not isinstance(bands, Sequence)
+        or len(bands) != 3
+        or not all(isinstance(b, int | float) for b in bands)
+        or not 0 < bands[0] < bands[1] < bands[2] < 1
+    ):
+        raise ModelError(
+            f"model '{bundle.id}': thresholds.heatmap_bands must be three "
+            f"increasing probabilities, got {bands!r}"
+        )
     if any(p >= 1 for p in probs.values()) or sizes["itc_max_mm"] >= sizes["micro_max_mm"]:
         raise ModelError(f"model '{bundle.id}': thresholds out of range: {dict(t)}")
-    return Thresholds(**probs, **sizes, heatmap_bands=(float(bands[0]), float(bands[1]),
-                                                       float(bands[2])))
+    return Thresholds(
+        **probs, **sizes, heatmap_bands=(float(bands[0]), float(bands[1]), float(bands[2]))
+    )
 
 
 @dataclass(frozen=True)
@@ -155,8 +162,11 @@ class WsiSettings:
         values: dict[str, Any] = {}
         for key, value in settings.items():
             if key not in known:
-                raise ConfigError(f"settings.{key}", value,
-                                  f"unknown wsi-two-stage setting; use one of {sorted(known)}")
+                raise ConfigError(
+                    f"settings.{key}",
+                    value,
+                    f"unknown wsi-two-stage setting; use one of {sorted(known)}",
+                )
             values[key] = _coerce(key, value)
         return cls(**values)
 
@@ -176,7 +186,11 @@ def _coerce(key: str, value: Any) -> Any:
         return None
     floats = {"tissue_mpp", "min_tissue_fraction"}
     kind = float if key in floats else int
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0 \
-            or (kind is int and value != int(value)):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or value < 0
+        or (kind is int and value != int(value))
+    ):
         raise ConfigError(f"settings.{key}", value, f"use a non-negative {kind.__name__}")
     return kind(value)

@@ -61,8 +61,9 @@ def max_feret_px(mask: np.ndarray) -> float:
         try:
             pts = pts[ConvexHull(pts).vertices]
         except QhullError:  # collinear: the extremes along each axis hold the diameter
-            pts = pts[[pts[:, 0].argmin(), pts[:, 0].argmax(), pts[:, 1].argmin(),
-                       pts[:, 1].argmax()]]
+            pts = pts[
+                [pts[:, 0].argmin(), pts[:, 0].argmax(), pts[:, 1].argmin(), pts[:, 1].argmax()]
+            ]
     diff = pts[:, None, :] - pts[None, :, :]
     return float(np.sqrt((diff**2).sum(-1)).max()) + 1.0
 
@@ -106,8 +107,15 @@ def find_deposits(prob: np.ndarray, mpp: float, threshold: float) -> list[Deposi
         ys, xs = np.nonzero(comp)
         ring = outline_px(comp) + np.array([c0, r0], float)
         centroid = (float(xs.mean() + c0 + 0.5), float(ys.mean() + r0 + 0.5))
-        found.append((max_feret_px(comp) * px_mm, float(comp.sum()) * px_mm * px_mm,
-                      float(prob[box][comp].max()), ring, centroid))
+        found.append(
+            (
+                max_feret_px(comp) * px_mm,
+                float(comp.sum()) * px_mm * px_mm,
+                float(prob[box][comp].max()),
+                ring,
+                centroid,
+            )
+        )
     found.sort(key=lambda d: (-d[0], -d[1]))
     logger.info("deposits: %d component(s) at p >= %.2f", count, threshold)
     return [Deposit(n, *d) for n, d in enumerate(found, start=1)]

@@ -86,15 +86,22 @@ def findings(a: SlideAnalysis, t: Thresholds, dense: bool) -> dict[str, Any]:
         "segmenter_calls": int(a.segmenter.tiles),
         "dense": dense,
         "deposits": [
-            {"number": d.number, "largest_dimension_mm": round(d.largest_dimension_mm, 4),
-             "area_mm2": round(d.area_mm2, 5),
-             "class": slide_class(d.largest_dimension_mm, t.itc_max_mm, t.micro_max_mm),
-             "centroid_mm": [round(d.centroid[0] * mm, 4), round(d.centroid[1] * mm, 4)],
-             "max_probability": round(d.max_probability, 4)}
+            {
+                "number": d.number,
+                "largest_dimension_mm": round(d.largest_dimension_mm, 4),
+                "area_mm2": round(d.area_mm2, 5),
+                "class": slide_class(d.largest_dimension_mm, t.itc_max_mm, t.micro_max_mm),
+                "centroid_mm": [round(d.centroid[0] * mm, 4), round(d.centroid[1] * mm, 4)],
+                "max_probability": round(d.max_probability, 4),
+            }
             for d in a.deposits
         ],
-        "mpp": {"base": a.base_mpp, "classifier": cls.grid.raster.mpp,
-                "segmenter_output": a.segmenter.mpp, "tissue": a.tissue.mpp},
+        "mpp": {
+            "base": a.base_mpp,
+            "classifier": cls.grid.raster.mpp,
+            "segmenter_output": a.segmenter.mpp,
+            "tissue": a.tissue.mpp,
+        },
         "timings_s": {k: round(v, 3) for k, v in a.timings.items()},
     }
 
@@ -102,13 +109,23 @@ def findings(a: SlideAnalysis, t: Thresholds, dense: bool) -> dict[str, Any]:
 def _slide_report(a: SlideAnalysis, found: dict[str, Any], t: Thresholds) -> SlideReport:
     factor = a.segmenter.mpp / a.base_mpp
     deps = [
-        DepositReport(d.number, d.largest_dimension_mm, d.area_mm2,
-                      slide_class(d.largest_dimension_mm, t.itc_max_mm, t.micro_max_mm),
-                      d.outline * factor)
+        DepositReport(
+            d.number,
+            d.largest_dimension_mm,
+            d.area_mm2,
+            slide_class(d.largest_dimension_mm, t.itc_max_mm, t.micro_max_mm),
+            d.outline * factor,
+        )
         for d in a.deposits
     ]
-    return SlideReport(found["class"], found["largest_deposit_mm"], found["tumour_area_mm2"],
-                       found["tissue_area_mm2"], found["max_probability"], deps)
+    return SlideReport(
+        found["class"],
+        found["largest_deposit_mm"],
+        found["tumour_area_mm2"],
+        found["tissue_area_mm2"],
+        found["max_probability"],
+        deps,
+    )
 
 
 def _check_encodes(ds: Dataset, what: str) -> None:
@@ -122,7 +139,10 @@ def _check_encodes(ds: Dataset, what: str) -> None:
 
 
 def build_result(
-    a: SlideAnalysis, bundle: ModelBundle, t: Thresholds, settings: WsiSettings,
+    a: SlideAnalysis,
+    bundle: ModelBundle,
+    t: Thresholds,
+    settings: WsiSettings,
     uid: Callable[[str], str],
 ) -> PipelineResult:
     """Find deposits and build SEG, SR, preview and findings."""
@@ -132,18 +152,32 @@ def build_result(
     tumour = seg_r.prob >= t.tumour_probability
     cell_bands = band_masks(cls.prob, cls.classified, t.heatmap_bands)
     bands = to_output_grid(cell_bands, cls.grid.cell_um, seg_r.mpp, tumour.shape)
-    seg = build_wsi_seg(SegGeometry(a.base, a.base_mpp, seg_r.mpp), tumour, bands, bundle, uid,
-                        band_limits=t.heatmap_bands, workers=settings.read_workers)
+    seg = build_wsi_seg(
+        SegGeometry(a.base, a.base_mpp, seg_r.mpp),
+        tumour,
+        bands,
+        bundle,
+        uid,
+        band_limits=t.heatmap_bands,
+        workers=settings.read_workers,
+    )
     ref = slide_reference(a.base, uid("specimen"))
-    sr = build_wsi_sr(ref, seg, _slide_report(a, found, t), bundle, uid,
-                      max_deposits=settings.max_sr_deposits)
+    sr = build_wsi_sr(
+        ref, seg, _slide_report(a, found, t), bundle, uid, max_deposits=settings.max_sr_deposits
+    )
     _check_encodes(seg, "SEG")
     _check_encodes(sr, "SR")
-    headline = (f"{bundle.id} {bundle.version}: class {found['class']}, largest deposit "
-                f"{found['largest_deposit_mm']:.2f} mm, {len(a.deposits)} deposit(s)")
+    headline = (
+        f"{bundle.id} {bundle.version}: class {found['class']}, largest deposit "
+        f"{found['largest_deposit_mm']:.2f} mm, {len(a.deposits)} deposit(s)"
+    )
     preview = render_preview(
-        a.tissue.thumbnail, a.tissue.mpp, cell_bands, cls.grid.cell_um,
-        [d.outline * seg_r.mpp for d in a.deposits], band_limits=t.heatmap_bands,
-        headline=headline)
+        a.tissue.thumbnail,
+        a.tissue.mpp,
+        cell_bands,
+        cls.grid.cell_um,
+        [d.outline * seg_r.mpp for d in a.deposits],
+        band_limits=t.heatmap_bands,
+        headline=headline,
+    )
     return PipelineResult(datasets=[seg, sr], files={"preview.png": preview}, findings=found)
-

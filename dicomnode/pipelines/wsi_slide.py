@@ -203,7 +203,8 @@ class Slide:
         if self._ycbcr:
             logger.warning(
                 "levels %s: PhotometricInterpretation RGB but JFIF (YCbCr) JPEG frames; "
-                "converting YCbCr to RGB after decoding", sorted(self._ycbcr),
+                "converting YCbCr to RGB after decoding",
+                sorted(self._ycbcr),
             )
         self.levels = self._consistent(self.levels)
 
@@ -234,9 +235,14 @@ class Slide:
             ref_arr = np.asarray(ref.resize((w, h), Image.Resampling.BOX), np.float32)
             diff = float(np.abs(self._level_region(lv, x, y, w, h) - ref_arr).mean())
             if diff > 30.0:
-                logger.warning("level %d (%.3f µm/px) ignored: its colours differ from level "
-                               "%d by %.0f grey levels on average", lv.level, lv.mpp,
-                               fine.level, diff)
+                logger.warning(
+                    "level %d (%.3f µm/px) ignored: its colours differ from level "
+                    "%d by %.0f grey levels on average",
+                    lv.level,
+                    lv.mpp,
+                    fine.level,
+                    diff,
+                )
                 continue
             kept.append(lv)
         return kept
@@ -330,7 +336,9 @@ def _select_series(found: Sequence[tuple[Path, Dataset]]) -> tuple[list[Path], l
 
 def _base_header(headers: Sequence[Dataset]) -> Dataset:
     volumes = [ds for ds in headers if _is_volume(ds)]
-    return max(volumes, key=lambda ds: int(ds.TotalPixelMatrixColumns) * int(ds.TotalPixelMatrixRows))
+    return max(
+        volumes, key=lambda ds: int(ds.TotalPixelMatrixColumns) * int(ds.TotalPixelMatrixRows)
+    )
 
 
 @contextmanager
@@ -351,8 +359,7 @@ def open_slide(files: Sequence[Path]) -> Iterator[Slide]:
         wsi = WsiDicom.open(paths)
     except Exception as exc:  # wsidicom raises its own unrelated exception classes
         raise PipelineError(
-            f"cannot open slide with wsidicom: {type(exc).__name__}: {exc} "
-            f"({_diagnose(headers)})"
+            f"cannot open slide with wsidicom: {type(exc).__name__}: {exc} ({_diagnose(headers)})"
         ) from exc
     try:
         if not wsi.levels:
@@ -360,7 +367,8 @@ def open_slide(files: Sequence[Path]) -> Iterator[Slide]:
         slide = Slide(wsi, _base_header(headers))
         logger.info(
             "opened slide series %s: levels %s",
-            slide.base.SeriesInstanceUID, [(lv.width, lv.height, round(lv.mpp, 3)) for lv in slide.levels],
+            slide.base.SeriesInstanceUID,
+            [(lv.width, lv.height, round(lv.mpp, 3)) for lv in slide.levels],
         )
         yield slide
     finally:

@@ -80,8 +80,15 @@ class SegmenterResult:
 
 
 def run_classifier(
-    slide: Slide, model: PatchModel, mpp: float, patch: int, tissue: TissueMap, *,
-    min_tissue: float = 0.05, batch_size: int = 32, workers: int = 2,
+    slide: Slide,
+    model: PatchModel,
+    mpp: float,
+    patch: int,
+    tissue: TissueMap,
+    *,
+    min_tissue: float = 0.05,
+    batch_size: int = 32,
+    workers: int = 2,
 ) -> ClassifierResult:
     """Stage 1: classify every grid patch with at least ``min_tissue`` tissue."""
     grid = PatchGrid(slide.raster(mpp), patch, patch)
@@ -95,8 +102,12 @@ def run_classifier(
 
     cells = [tuple(map(int, rc)) for rc in np.argwhere(classified)]
     stats = predict_cells(slide, grid, cells, model, sink, batch_size=batch_size, workers=workers)
-    logger.info("classifier: %d patches at %.3f µm/px, max p %.3f", stats.patches,
-                grid.raster.mpp, float(prob.max(initial=0.0)))
+    logger.info(
+        "classifier: %d patches at %.3f µm/px, max p %.3f",
+        stats.patches,
+        grid.raster.mpp,
+        float(prob.max(initial=0.0)),
+    )
     return ClassifierResult(grid, prob, classified, stats)
 
 
@@ -112,8 +123,9 @@ def gate_cells(result: ClassifierResult, gate: float, *, dense: bool = False) ->
     return np.asarray(ndimage.binary_dilation(gated, np.ones((3, 3), bool)))
 
 
-def select_tiles(selected: np.ndarray, cell_um: float, tile_um: float,
-                 shape: tuple[int, int]) -> list[Cell]:
+def select_tiles(
+    selected: np.ndarray, cell_um: float, tile_um: float, shape: tuple[int, int]
+) -> list[Cell]:
     """Tiles of a ``tile_um`` grid whose area overlaps a selected ``cell_um`` cell."""
     csum = np.pad(selected.astype(np.int64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
 
@@ -125,7 +137,7 @@ def select_tiles(selected: np.ndarray, cell_um: float, tile_um: float,
 
     r0, r1 = bounds(shape[0], selected.shape[0])
     c0, c1 = bounds(shape[1], selected.shape[1])
-    total = (csum[r1][:, c1] - csum[r0][:, c1] - csum[r1][:, c0] + csum[r0][:, c0])
+    total = csum[r1][:, c1] - csum[r0][:, c1] - csum[r1][:, c0] + csum[r0][:, c0]
     return [(int(r), int(c)) for r, c in np.argwhere(total > 0)]
 
 
@@ -140,8 +152,15 @@ def _output_scale(patch: int, mpp: float, output_mpp: float, margin: int) -> Fra
 
 
 def run_segmenter(
-    slide: Slide, model: PatchModel, spec: tuple[float, int, float], selected: np.ndarray,
-    cell_um: float, *, margin: int, batch_size: int = 8, workers: int = 2,
+    slide: Slide,
+    model: PatchModel,
+    spec: tuple[float, int, float],
+    selected: np.ndarray,
+    cell_um: float,
+    *,
+    margin: int,
+    batch_size: int = 8,
+    workers: int = 2,
 ) -> SegmenterResult:
     """Stage 2: segment the tiles over ``selected`` classifier cells and stitch centres.
 

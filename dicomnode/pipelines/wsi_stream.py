@@ -97,7 +97,10 @@ def _read_chunk(slide: Slide, grid: PatchGrid, run: Sequence[Cell]) -> np.ndarra
 
 
 def _read_ahead(
-    slide: Slide, grid: PatchGrid, runs: Sequence[Sequence[Cell]], workers: int,
+    slide: Slide,
+    grid: PatchGrid,
+    runs: Sequence[Sequence[Cell]],
+    workers: int,
     stats: StreamStats,
 ) -> Iterator[tuple[Sequence[Cell], np.ndarray]]:
     """Yield decoded runs in order while up to ``2 * workers`` further reads are running."""

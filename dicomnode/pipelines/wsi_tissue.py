@@ -101,8 +101,12 @@ def detect_tissue(
         sizes = np.bincount(labels.ravel())[1:] * mpp * mpp
         keep = np.concatenate([[False], sizes >= min_object_um2])
         mask = keep[labels]
-    logger.info("tissue: threshold %.3f, %d fragment(s), %.2f mm2", threshold, count,
-                float(mask.sum()) * (mpp / 1000) ** 2)
+    logger.info(
+        "tissue: threshold %.3f, %d fragment(s), %.2f mm2",
+        threshold,
+        count,
+        float(mask.sum()) * (mpp / 1000) ** 2,
+    )
     return TissueMap(mask=mask, mpp=mpp, thumbnail=rgb, threshold=threshold)
 
 

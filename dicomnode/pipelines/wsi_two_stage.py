@@ -54,8 +54,12 @@ def _load_model(bundle: ModelBundle, spec: ModelSpec, settings: WsiSettings) -> 
     from dicomnode.inference.onnx import OnnxModel  # optional heavy dependency
 
     providers = list(settings.providers) if settings.providers is not None else None
-    model: PatchModel = OnnxModel(bundle.path(spec.file), spec.raw, providers=providers,
-                                  intra_op_threads=settings.intra_op_threads)
+    model: PatchModel = OnnxModel(
+        bundle.path(spec.file),
+        spec.raw,
+        providers=providers,
+        intra_op_threads=settings.intra_op_threads,
+    )
     return model
 
 
@@ -74,20 +78,25 @@ class WsiTwoStagePipeline:
 
     name = NAME
 
-    def __init__(self, bundle: ModelBundle, settings: WsiSettings,
-                 classifier: PatchModel, segmenter: PatchModel) -> None:
+    def __init__(
+        self,
+        bundle: ModelBundle,
+        settings: WsiSettings,
+        classifier: PatchModel,
+        segmenter: PatchModel,
+    ) -> None:
         self.bundle, self.settings = bundle, settings
         self.classifier_spec = model_spec(bundle, "classifier")
         self.segmenter_spec = model_spec(bundle, "segmenter")
         self.thresholds = thresholds(bundle)
         patch = self.segmenter_spec.patch_size
-        self.margin = settings.segmenter_margin if settings.segmenter_margin is not None \
-            else patch // 8
+        self.margin = (
+            settings.segmenter_margin if settings.segmenter_margin is not None else patch // 8
+        )
         if 2 * self.margin >= patch:
             raise ValueError(f"'segmenter_margin' {self.margin} leaves no tile centre")
         assert self.segmenter_spec.output_mpp is not None
-        _output_scale(patch, self.segmenter_spec.mpp, self.segmenter_spec.output_mpp,
-                      self.margin)
+        _output_scale(patch, self.segmenter_spec.mpp, self.segmenter_spec.output_mpp, self.margin)
         self.classifier, self.segmenter = classifier, segmenter
 
     def _tissue(self, slide: Slide) -> TissueMap:
@@ -103,15 +112,29 @@ class WsiTwoStagePipeline:
         with _timed(timings, "tissue"):
             tissue = self._tissue(slide)
         with _timed(timings, "classifier"):
-            cls = run_classifier(slide, self.classifier, cs.mpp, cs.patch_size, tissue,
-                                 min_tissue=s.min_tissue_fraction, batch_size=s.batch_size,
-                                 workers=s.read_workers)
+            cls = run_classifier(
+                slide,
+                self.classifier,
+                cs.mpp,
+                cs.patch_size,
+                tissue,
+                min_tissue=s.min_tissue_fraction,
+                batch_size=s.batch_size,
+                workers=s.read_workers,
+            )
         selected = gate_cells(cls, self.thresholds.gate_probability, dense=s.dense)
         assert ss.output_mpp is not None
         with _timed(timings, "segmenter"):
-            seg = run_segmenter(slide, self.segmenter, (ss.mpp, ss.patch_size, ss.output_mpp),
-                                selected, cls.grid.cell_um, margin=self.margin,
-                                batch_size=s.segmenter_batch_size, workers=s.read_workers)
+            seg = run_segmenter(
+                slide,
+                self.segmenter,
+                (ss.mpp, ss.patch_size, ss.output_mpp),
+                selected,
+                cls.grid.cell_um,
+                margin=self.margin,
+                batch_size=s.segmenter_batch_size,
+                workers=s.read_workers,
+            )
         return SlideAnalysis(slide.base, slide.mpp, tissue, cls, seg, timings)
 
     def run(self, files: Sequence[Path], ctx: PipelineContext) -> PipelineResult:
@@ -129,15 +152,25 @@ class WsiTwoStagePipeline:
         with open_slide(files) as slide:
             analysis = self.analyse(slide)
         with _timed(analysis.timings, "outputs"):
-            result = build_result(analysis, self.bundle, self.thresholds, self.settings,
-                                  lambda kind: ctx.uid(self.bundle, kind))
+            result = build_result(
+                analysis,
+                self.bundle,
+                self.thresholds,
+                self.settings,
+                lambda kind: ctx.uid(self.bundle, kind),
+            )
         analysis.timings["total"] = time.perf_counter() - start
         result.findings["timings_s"]["outputs"] = round(analysis.timings["outputs"], 3)  # type: ignore[index]
         result.findings["timings_s"]["total"] = round(analysis.timings["total"], 3)  # type: ignore[index]
-        logger.info("job %s series %s: class %s, %d classifier / %d segmenter patches, %.1f s",
-                    ctx.job_id, ctx.series_uid, result.findings["class"],
-                    result.findings["classifier_patches"], result.findings["segmenter_calls"],
-                    analysis.timings["total"])
+        logger.info(
+            "job %s series %s: class %s, %d classifier / %d segmenter patches, %.1f s",
+            ctx.job_id,
+            ctx.series_uid,
+            result.findings["class"],
+            result.findings["classifier_patches"],
+            result.findings["segmenter_calls"],
+            analysis.timings["total"],
+        )
         return result
 
 

@@ -16,10 +16,18 @@ def test_preview_colours_bands_and_outlines() -> None:
     bands = np.zeros((3, 13, 19), bool)  # 128 µm patches
     bands[0, 2, 3] = True  # red patch: thumbnail px rows 32-48, cols 48-64
     bands[2, 10, 15] = True  # blue patch: rows 160-176, cols 240-256
-    ring = np.array([[1600.0, 400.0], [2000.0, 400.0], [2000.0, 800.0], [1600.0, 800.0],
-                     [1600.0, 400.0]])  # µm -> px 200..250, 50..100
-    png = render_preview(thumb, 8.0, bands, 128.0, [ring], band_limits=(0.5, 0.7, 0.9),
-                         headline="class micro, largest deposit 0.50 mm")
+    ring = np.array(
+        [[1600.0, 400.0], [2000.0, 400.0], [2000.0, 800.0], [1600.0, 800.0], [1600.0, 400.0]]
+    )  # µm -> px 200..250, 50..100
+    png = render_preview(
+        thumb,
+        8.0,
+        bands,
+        128.0,
+        [ring],
+        band_limits=(0.5, 0.7, 0.9),
+        headline="class micro, largest deposit 0.50 mm",
+    )
     img = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
     assert img.shape[1] >= 300 and img.shape[0] > 200  # image + legend strip
     red, blue, plain = img[40, 56], img[168, 248], img[120, 120]
@@ -37,7 +45,15 @@ def test_preview_colours_bands_and_outlines() -> None:
 
 def test_preview_downscales_large_thumbnails() -> None:
     thumb = np.full((3000, 1500, 3), 230, np.uint8)
-    png = render_preview(thumb, 8.0, np.zeros((3, 10, 10), bool), 2400.0, [],
-                         band_limits=(0.5, 0.7, 0.9), headline="none", max_side=512)
+    png = render_preview(
+        thumb,
+        8.0,
+        np.zeros((3, 10, 10), bool),
+        2400.0,
+        [],
+        band_limits=(0.5, 0.7, 0.9),
+        headline="none",
+        max_side=512,
+    )
     img = Image.open(io.BytesIO(png))
     assert img.height == 512 + 64 and img.width == 420  # legend is at least 420 wide

@@ -31,8 +31,13 @@ pytestmark = pytest.mark.skipif(not WSI.is_dir(), reason="shared WSI test data n
 
 def bundle() -> ModelBundle:
     return ModelBundle(
-        root=Path("."), id="wsi-seg-test", version="0.0.1", task="wsi-two-stage",
-        backend="onnx", files={}, intended_use="tests",
+        root=Path("."),
+        id="wsi-seg-test",
+        version="0.0.1",
+        task="wsi-two-stage",
+        backend="onnx",
+        files={},
+        intended_use="tests",
         labels={"tumour": {"code": "14799000", "scheme": "SCT", "meaning": "Neoplasm, Secondary"}},
     )
 
@@ -55,8 +60,10 @@ def uid(kind: str) -> str:
 
 def make_inputs(base: pydicom.Dataset, mpp: float, cell_px: int) -> tuple[np.ndarray, ...]:
     mpp0 = spacing_um(base)
-    shape = (int(np.ceil(base.TotalPixelMatrixRows * mpp0 / mpp)),
-             int(np.ceil(base.TotalPixelMatrixColumns * mpp0 / mpp)))
+    shape = (
+        int(np.ceil(base.TotalPixelMatrixRows * mpp0 / mpp)),
+        int(np.ceil(base.TotalPixelMatrixColumns * mpp0 / mpp)),
+    )
     tumour = np.zeros(shape, bool)
     tumour[shape[0] // 3 : shape[0] // 2, shape[1] // 5 : shape[1] // 2] = True
     tumour[2, 3] = True  # asymmetric marker near the origin
@@ -66,13 +73,15 @@ def make_inputs(base: pydicom.Dataset, mpp: float, cell_px: int) -> tuple[np.nda
     return tumour, bands
 
 
-@pytest.mark.parametrize(("source", "mpp"), [(CMU_DICOMIZER, 4.0), (CMU_WSI2DCM, 8.0),
-                                             (MARROW_RAW, 33.566)])
+@pytest.mark.parametrize(
+    ("source", "mpp"), [(CMU_DICOMIZER, 4.0), (CMU_WSI2DCM, 8.0), (MARROW_RAW, 33.566)]
+)
 def test_seg_roundtrip_and_dciodvfy(tmp_path: Path, source: Path, mpp: float) -> None:
     base = level0(source)
     tumour, bands = make_inputs(base, mpp, cell_px=8)
-    seg = build_wsi_seg(SegGeometry(base, spacing_um(base), mpp), tumour, bands, bundle(), uid,
-                        band_limits=BANDS)
+    seg = build_wsi_seg(
+        SegGeometry(base, spacing_um(base), mpp), tumour, bands, bundle(), uid, band_limits=BANDS
+    )
     out = tmp_path / "seg.dcm"
     seg.save_as(out)
     back = hd.seg.segread(out)
@@ -93,14 +102,17 @@ def test_seg_pixel_maps_to_the_source_pixel_it_covers(tmp_path: Path) -> None:
     base = level0(CMU_DICOMIZER)
     mpp0, mpp = spacing_um(base), 4.0
     tumour, bands = make_inputs(base, mpp, cell_px=8)
-    seg = build_wsi_seg(SegGeometry(base, mpp0, mpp), tumour, bands, bundle(), uid,
-                        band_limits=BANDS)
+    seg = build_wsi_seg(
+        SegGeometry(base, mpp0, mpp), tumour, bands, bundle(), uid, band_limits=BANDS
+    )
     seg.save_as(tmp_path / "seg.dcm")
     back = hd.seg.segread(tmp_path / "seg.dcm")
     to_slide_seg = hd.spatial.ImageToReferenceTransformer.for_image(
-        back, for_total_pixel_matrix=True)
+        back, for_total_pixel_matrix=True
+    )
     to_slide_src = hd.spatial.ImageToReferenceTransformer.for_image(
-        slide_reference(base, uid("specimen")), for_total_pixel_matrix=True)
+        slide_reference(base, uid("specimen")), for_total_pixel_matrix=True
+    )
     seg_xy = np.array([[0.0, 0.0], [3.5, 2.5], [100.0, 250.0], [276.0, 370.0]])
     factor = mpp / mpp0
     assert np.allclose(to_slide_seg(seg_xy), to_slide_src(seg_xy * factor), atol=1e-6)

@@ -30,19 +30,28 @@ pytestmark = pytest.mark.skipif(not WSI.is_dir(), reason="shared WSI test data n
 
 def report(n_deposits: int) -> SlideReport:
     square = np.array([[800, 480], [1400, 480], [1400, 920], [800, 920], [800, 480]], float)
-    deps = [DepositReport(k + 1, 0.3 / (k + 1), 0.06 / (k + 1), "micro" if k == 0 else "itc",
-                          square / (k + 1)) for k in range(n_deposits)]
-    return SlideReport(size_class="micro" if deps else "none",
-                       largest_deposit_mm=deps[0].largest_dimension_mm if deps else 0.0,
-                       tumour_area_mm2=sum(d.area_mm2 for d in deps), tissue_area_mm2=1.44,
-                       max_probability=0.97 if deps else 0.12, deposits=deps)
+    deps = [
+        DepositReport(
+            k + 1, 0.3 / (k + 1), 0.06 / (k + 1), "micro" if k == 0 else "itc", square / (k + 1)
+        )
+        for k in range(n_deposits)
+    ]
+    return SlideReport(
+        size_class="micro" if deps else "none",
+        largest_deposit_mm=deps[0].largest_dimension_mm if deps else 0.0,
+        tumour_area_mm2=sum(d.area_mm2 for d in deps),
+        tissue_area_mm2=1.44,
+        max_probability=0.97 if deps else 0.12,
+        deposits=deps,
+    )
 
 
 def build(tmp_path: Path, source: Path, rep: SlideReport) -> tuple[Path, object]:
     base = level0(source)
     tumour, bands = make_inputs(base, 8.0, cell_px=8)
-    seg = build_wsi_seg(SegGeometry(base, spacing_um(base), 8.0), tumour, bands, bundle(), uid,
-                        band_limits=BANDS)
+    seg = build_wsi_seg(
+        SegGeometry(base, spacing_um(base), 8.0), tumour, bands, bundle(), uid, band_limits=BANDS
+    )
     ref = slide_reference(base, uid("specimen"))
     sr = build_wsi_sr(ref, seg, rep, bundle(), uid)
     out = tmp_path / "sr.dcm"

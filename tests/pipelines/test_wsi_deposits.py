@@ -71,8 +71,14 @@ def test_touching_diagonally_is_one_deposit() -> None:
 
 @pytest.mark.parametrize(
     ("largest", "expected"),
-    [(0.0, "none"), (0.05, "itc"), (0.2, "itc"), (0.2001, "micro"), (2.0, "micro"),
-     (2.01, "macro")],
+    [
+        (0.0, "none"),
+        (0.05, "itc"),
+        (0.2, "itc"),
+        (0.2001, "micro"),
+        (2.0, "micro"),
+        (2.01, "macro"),
+    ],
 )
 def test_slide_class_ajcc_limits(largest: float, expected: str) -> None:
     assert slide_class(largest, 0.2, 2.0) == expected

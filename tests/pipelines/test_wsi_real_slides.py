@@ -41,8 +41,11 @@ def pipeline(bundle: ModelBundle) -> WsiTwoStagePipeline:
 
 
 def files(path: Path) -> list[Path]:
-    return sorted(p for p in path.iterdir() if not p.name.endswith(".txt")) if path.is_dir() \
+    return (
+        sorted(p for p in path.iterdir() if not p.name.endswith(".txt"))
+        if path.is_dir()
         else [path]
+    )
 
 
 def run(pipeline: WsiTwoStagePipeline, path: Path, tmp: Path) -> PipelineResult:
@@ -52,14 +55,16 @@ def run(pipeline: WsiTwoStagePipeline, path: Path, tmp: Path) -> PipelineResult:
 
 
 @pytest.fixture(scope="module")
-def cmu_results(pipeline: WsiTwoStagePipeline,
-                tmp_path_factory: pytest.TempPathFactory) -> dict[str, PipelineResult]:
+def cmu_results(
+    pipeline: WsiTwoStagePipeline, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, PipelineResult]:
     return {name: run(pipeline, WSI / name, tmp_path_factory.mktemp(name)) for name in CMU}
 
 
 @pytest.mark.parametrize("name", CMU)
-def test_cmu_runs_to_valid_outputs(cmu_results: dict[str, PipelineResult], name: str,
-                                   tmp_path: Path) -> None:
+def test_cmu_runs_to_valid_outputs(
+    cmu_results: dict[str, PipelineResult], name: str, tmp_path: Path
+) -> None:
     result = cmu_results[name]
     seg, sr = result.datasets
     for ds, fname in ((seg, "seg.dcm"), (sr, "sr.dcm")):
@@ -72,7 +77,9 @@ def test_cmu_runs_to_valid_outputs(cmu_results: dict[str, PipelineResult], name:
     back = hd.seg.segread(tmp_path / "seg.dcm")
     mpp = result.findings["mpp"]["segmenter_output"]
     assert (back.TotalPixelMatrixColumns, back.TotalPixelMatrixRows) == (
-        int(np.ceil(2220 * 0.499 / mpp)), int(np.ceil(2967 * 0.499 / mpp)))
+        int(np.ceil(2220 * 0.499 / mpp)),
+        int(np.ceil(2967 * 0.499 / mpp)),
+    )
     assert len(back.SegmentSequence) == 4
     assert result.files["preview.png"][:4] == b"\x89PNG"
     f = result.findings
@@ -87,15 +94,24 @@ def test_two_conversions_give_the_same_findings(cmu_results: dict[str, PipelineR
     assert a["class"] == b["class"]
 
 
-@pytest.mark.parametrize("name", ["ezwsi-camelyon", "gcp-wsi2dcm-bone-marrow/jpeg.dicom",
-                                  "gcp-wsi2dcm-bone-marrow/jpeg2000.dicom",
-                                  "gcp-wsi2dcm-bone-marrow/raw.dicom"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "ezwsi-camelyon",
+        "gcp-wsi2dcm-bone-marrow/jpeg.dicom",
+        "gcp-wsi2dcm-bone-marrow/jpeg2000.dicom",
+        "gcp-wsi2dcm-bone-marrow/raw.dicom",
+    ],
+)
 def test_low_resolution_slides_are_refused_as_too_coarse(
     pipeline: WsiTwoStagePipeline, name: str, tmp_path: Path
 ) -> None:
     # brightfield and opened by wsidicom, but 29 / 16.8 µm/px: no level fine enough
-    with pytest.raises(PipelineError, match=r"slide too coarse for the model: finest level is "
-                                            r"(28\.969|16\.783) µm/px"):
+    with pytest.raises(
+        PipelineError,
+        match=r"slide too coarse for the model: finest level is "
+        r"(28\.969|16\.783) µm/px",
+    ):
         run(pipeline, WSI / name, tmp_path)
 
 
@@ -104,7 +120,6 @@ def test_fluorescence_is_unsupported(pipeline: WsiTwoStagePipeline, tmp_path: Pa
         run(pipeline, WSI / "wg26-3dhistech-bpaec-fluorescence", tmp_path)
 
 
-def test_column_major_tcga_is_a_clear_error(pipeline: WsiTwoStagePipeline,
-                                            tmp_path: Path) -> None:
+def test_column_major_tcga_is_a_clear_error(pipeline: WsiTwoStagePipeline, tmp_path: Path) -> None:
     with pytest.raises(PipelineError, match="cannot open slide with wsidicom.*column-major"):
         run(pipeline, WSI / "pathml-tcga-prostate", tmp_path)

@@ -20,14 +20,20 @@ pytestmark = pytest.mark.skipif(not WSI.is_dir(), reason="shared WSI test data n
 
 
 def files(path: Path) -> list[Path]:
-    return sorted(p for p in path.iterdir() if not p.name.endswith(".txt")) if path.is_dir() \
+    return (
+        sorted(p for p in path.iterdir() if not p.name.endswith(".txt"))
+        if path.is_dir()
         else [path]
+    )
 
 
 def test_levels_of_the_wsi2dcm_pyramid_exclude_single_frame_levels() -> None:
     with open_slide(files(WSI2DCM)) as slide:
         assert [(lv.width, lv.height) for lv in slide.levels] == [
-            (2220, 2967), (1110, 1483), (555, 741)]
+            (2220, 2967),
+            (1110, 1483),
+            (555, 741),
+        ]
         assert slide.base.TotalPixelMatrixColumns == 2220
 
 
@@ -43,8 +49,9 @@ def test_two_conversions_of_one_slide_read_the_same_colours() -> None:
         with open_slide(files(path)) as slide:
             for mpp in (0.5, 2.0, 8.0):
                 raster = slide.raster(mpp)
-                regions.append(slide.read(raster, 0, 0, raster.width, raster.height // 2)
-                               .astype(float))
+                regions.append(
+                    slide.read(raster, 0, 0, raster.width, raster.height // 2).astype(float)
+                )
     for a, b in zip(regions[:3], regions[3:], strict=True):
         h, w = min(a.shape[0], b.shape[0]), min(a.shape[1], b.shape[1])
         assert np.abs(a[:h, :w] - b[:h, :w]).mean() < 6.0
@@ -54,11 +61,14 @@ def test_two_conversions_of_one_slide_read_the_same_colours() -> None:
 def test_resampled_raster_matches_exact_level_downscale() -> None:
     with open_slide(files(WSI2DCM)) as slide:
         raster = slide.raster(4.0)  # no level: level 2 (1.996) downscaled by 2.004
-        assert raster.level.mpp == pytest.approx(1.996) and raster.scale == pytest.approx(2.004, abs=1e-3)
+        assert raster.level.mpp == pytest.approx(1.996) and raster.scale == pytest.approx(
+            2.004, abs=1e-3
+        )
         assert (raster.width, raster.height) == (277, 371)  # the base extent, not level 2
         img = slide.read(raster, 100, 100, 64, 64).astype(float)
         native = slide.read(slide.raster(1.996), 200, 200, 128, 128).astype(float)
         halved = native.reshape(64, 2, 64, 2, 3).mean(axis=(1, 3))
+
         # scale 2.004 is not 2: compare 8x8-pixel block means (insensitive to the drift)
         def blocks(a: np.ndarray) -> np.ndarray:
             return a.reshape(8, 8, 8, 8, 3).mean(axis=(1, 3))
@@ -95,30 +105,46 @@ def test_label_from_another_series_is_ignored() -> None:
 
 
 def test_fluorescence_is_unsupported() -> None:
-    with pytest.raises(PipelineError, match=r"unsupported: not a brightfield RGB slide .*MONOCHROME2"
-                       r".*3 optical path"), open_slide(files(WSI / "wg26-3dhistech-bpaec-fluorescence")):
+    with (
+        pytest.raises(
+            PipelineError,
+            match=r"unsupported: not a brightfield RGB slide .*MONOCHROME2"
+            r".*3 optical path",
+        ),
+        open_slide(files(WSI / "wg26-3dhistech-bpaec-fluorescence")),
+    ):
         pass
 
 
 def test_column_major_tcga_file_is_a_clear_error() -> None:
-    with pytest.raises(PipelineError, match=r"cannot open slide with wsidicom.*column-major"), \
-            open_slide(files(WSI / "pathml-tcga-prostate")):
+    with (
+        pytest.raises(PipelineError, match=r"cannot open slide with wsidicom.*column-major"),
+        open_slide(files(WSI / "pathml-tcga-prostate")),
+    ):
         pass
 
 
 def test_too_coarse_for_the_model() -> None:
-    with open_slide(files(WSI / "ezwsi-camelyon")) as slide, \
-            pytest.raises(PipelineError, match=r"too coarse.*28\.969 µm/px.*needs 2 µm/px"):
+    with (
+        open_slide(files(WSI / "ezwsi-camelyon")) as slide,
+        pytest.raises(PipelineError, match=r"too coarse.*28\.969 µm/px.*needs 2 µm/px"),
+    ):
         slide.raster(2.0)
 
 
 def test_jpeg_colour_space_markers() -> None:
     sof = b"\xff\xc0\x00\x11\x08\x00\x10\x00\x10\x03"
-    assert _signals_ycbcr(b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + sof + b"\x01\x22\x00\x02\x11\x01\x03\x11\x01")
+    assert _signals_ycbcr(
+        b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + sof + b"\x01\x22\x00\x02\x11\x01\x03\x11\x01"
+    )
     assert not _signals_ycbcr(b"\xff\xd8" + sof + b"R\x11\x00G\x11\x00B\x11\x00")
     adobe = b"\xff\xee\x00\x0eAdobe\x00\x64\x00\x00\x00\x00"
-    assert not _signals_ycbcr(b"\xff\xd8" + adobe + b"\x00" + sof + b"\x01\x11\x00\x02\x11\x00\x03\x11\x00")
-    assert _signals_ycbcr(b"\xff\xd8" + adobe + b"\x01" + sof + b"\x01\x11\x00\x02\x11\x00\x03\x11\x00")
+    assert not _signals_ycbcr(
+        b"\xff\xd8" + adobe + b"\x00" + sof + b"\x01\x11\x00\x02\x11\x00\x03\x11\x00"
+    )
+    assert _signals_ycbcr(
+        b"\xff\xd8" + adobe + b"\x01" + sof + b"\x01\x11\x00\x02\x11\x00\x03\x11\x00"
+    )
 
 
 def test_tissue_of_the_two_cmu_conversions_agrees() -> None:

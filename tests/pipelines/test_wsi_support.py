@@ -27,13 +27,32 @@ BACKGROUND = (243, 242, 244)
 TISSUE = (230, 150, 190)
 TUMOUR = (80, 80, 220)
 K = 25.0
-CLS_SPEC = {"file": "classifier.onnx", "input_name": "input", "output_name": "prob",
-            "mpp": 2.5, "patch_size": 32, "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}
-SEG_SPEC = {"file": "segmenter.onnx", "input_name": "input", "output_name": "prob",
-            "mpp": 4.0, "patch_size": 64, "output_mpp": 4.0, "mean": [0.0, 0.0, 0.0],
-            "std": [1.0, 1.0, 1.0]}
-THRESHOLDS = {"gate_probability": 0.3, "tumour_probability": 0.5, "itc_max_mm": 0.2,
-              "micro_max_mm": 2.0, "heatmap_bands": [0.5, 0.7, 0.9]}
+CLS_SPEC = {
+    "file": "classifier.onnx",
+    "input_name": "input",
+    "output_name": "prob",
+    "mpp": 2.5,
+    "patch_size": 32,
+    "mean": [0.0, 0.0, 0.0],
+    "std": [1.0, 1.0, 1.0],
+}
+SEG_SPEC = {
+    "file": "segmenter.onnx",
+    "input_name": "input",
+    "output_name": "prob",
+    "mpp": 4.0,
+    "patch_size": 64,
+    "output_mpp": 4.0,
+    "mean": [0.0, 0.0, 0.0],
+    "std": [1.0, 1.0, 1.0],
+}
+THRESHOLDS = {
+    "gate_probability": 0.3,
+    "tumour_probability": 0.5,
+    "itc_max_mm": 0.2,
+    "micro_max_mm": 2.0,
+    "heatmap_bands": [0.5, 0.7, 0.9],
+}
 
 
 @dataclass(frozen=True)
@@ -46,8 +65,9 @@ class FlatSlide:
     deposits: list[tuple[float, float, float]]  # (x_mm, y_mm, diameter_mm)
 
 
-def paint(size_px: tuple[int, int], mpp: float,
-          deposits: list[tuple[float, float, float]]) -> np.ndarray:
+def paint(
+    size_px: tuple[int, int], mpp: float, deposits: list[tuple[float, float, float]]
+) -> np.ndarray:
     """The level-0 RGB array: pixel centres inside the ellipse / discs get the colours."""
     w, h = size_px
     y = (np.arange(h)[:, None] + 0.5) * mpp / 1000.0
@@ -62,8 +82,13 @@ def paint(size_px: tuple[int, int], mpp: float,
     return img
 
 
-def write_flat_slide(folder: Path, deposits: list[tuple[float, float, float]], *,
-                     size_mm: tuple[float, float] = (4.0, 3.0), mpp: float = 1.0) -> FlatSlide:
+def write_flat_slide(
+    folder: Path,
+    deposits: list[tuple[float, float, float]],
+    *,
+    size_mm: tuple[float, float] = (4.0, 3.0),
+    mpp: float = 1.0,
+) -> FlatSlide:
     """Write a flat-colour slide pyramid with wsidicom; return its files and truth."""
     from wsidicom import WsiDicom
 
@@ -81,8 +106,20 @@ def _numpy_source(array: np.ndarray, mpp: float) -> object:
     from wsidicom.codec import Encoder
     from wsidicom.geometry import Point, Size, SizeMm
     from wsidicom.instance import WsiInstance
-    from wsidicom.metadata import (Equipment, Image, ImageType, Label, OpticalPath, Patient,
-                                   Pyramid, Series, Slide, SlideSample, Study, WsiMetadata)
+    from wsidicom.metadata import (
+        Equipment,
+        Image,
+        ImageType,
+        Label,
+        OpticalPath,
+        Patient,
+        Pyramid,
+        Series,
+        Slide,
+        SlideSample,
+        Study,
+        WsiMetadata,
+    )
     from wsidicom.metadata.schema.dicom import WsiMetadataDicomSchema
     from wsidicom.source import Source
 
@@ -96,8 +133,9 @@ def _numpy_source(array: np.ndarray, mpp: float) -> object:
         image_size = property(lambda self: Size(array.shape[1], array.shape[0]))
         tile_size = property(lambda self: Size(tile, tile))
         pixel_spacing = property(lambda self: SizeMm(mpp / 1000, mpp / 1000))
-        imaged_size = property(lambda self: SizeMm(array.shape[1] * mpp / 1000,
-                                                   array.shape[0] * mpp / 1000))
+        imaged_size = property(
+            lambda self: SizeMm(array.shape[1] * mpp / 1000, array.shape[0] * mpp / 1000)
+        )
         samples_per_pixel = property(lambda self: 3)
         photometric_interpretation = property(lambda self: "YBR_FULL_422")
         bits = property(lambda self: 8)
@@ -109,8 +147,8 @@ def _numpy_source(array: np.ndarray, mpp: float) -> object:
         def get_decoded_tile(self, p: Point, z: float, path: str, cache: bool = True) -> np.ndarray:
             out = np.empty((tile, tile, 3), np.uint8)
             out[:] = BACKGROUND
-            blk = array[p.y * tile:(p.y + 1) * tile, p.x * tile:(p.x + 1) * tile]
-            out[:blk.shape[0], :blk.shape[1]] = blk
+            blk = array[p.y * tile : (p.y + 1) * tile, p.x * tile : (p.x + 1) * tile]
+            out[: blk.shape[0], : blk.shape[1]] = blk
             return out
 
         def get_encoded_tile(self, p: Point, z: float, path: str) -> bytes:
@@ -120,13 +158,22 @@ def _numpy_source(array: np.ndarray, mpp: float) -> object:
         study=Study(uid=generate_uid(), identifier="S1", description="flat test slide"),
         series=Series(uid=generate_uid(), number=1),
         patient=Patient(name="Flat^Slide", identifier="FLAT1"),
-        equipment=Equipment(manufacturer="tests", model_name="numpy", device_serial_number="0",
-                            software_versions=["0"]),
-        slide=Slide(identifier="SLIDE1", samples=[SlideSample(identifier="S1", uid=generate_uid())]),
-        pyramid=Pyramid(image=Image(), optical_paths=[OpticalPath(identifier="0")],
-                        uid=generate_uid()),
-        label=Label(), frame_of_reference_uid=generate_uid(),
-        dimension_organization_uids=[generate_uid()])
+        equipment=Equipment(
+            manufacturer="tests",
+            model_name="numpy",
+            device_serial_number="0",
+            software_versions=["0"],
+        ),
+        slide=Slide(
+            identifier="SLIDE1", samples=[SlideSample(identifier="S1", uid=generate_uid())]
+        ),
+        pyramid=Pyramid(
+            image=Image(), optical_paths=[OpticalPath(identifier="0")], uid=generate_uid()
+        ),
+        label=Label(),
+        frame_of_reference_uid=generate_uid(),
+        dimension_organization_uids=[generate_uid()],
+    )
     dataset = WsiMetadataDicomSchema().dump(meta, ImageType.VOLUME, True)
     level0 = WsiInstance.create_instance(Data(), dataset, ImageType.VOLUME, 0)
 
@@ -157,8 +204,9 @@ def _modules() -> tuple[object, object]:
 
     class Segmenter(Blue):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return torch.nn.functional.avg_pool2d(super().forward(x), 9, stride=1, padding=4,
-                                                  count_include_pad=True)
+            return torch.nn.functional.avg_pool2d(
+                super().forward(x), 9, stride=1, padding=4, count_include_pad=True
+            )
 
     return Classifier().eval(), Segmenter().eval()
 
@@ -172,17 +220,30 @@ def export_models(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for module, spec in zip(_modules(), (CLS_SPEC, SEG_SPEC), strict=True):
         size = int(spec["patch_size"])
-        torch.onnx.export(module, (torch.zeros(2, 3, size, size),), str(folder / spec["file"]),
-                          input_names=["input"], output_names=["prob"], dynamo=False,
-                          dynamic_axes={"input": {0: "n"}, "prob": {0: "n"}})
+        torch.onnx.export(
+            module,
+            (torch.zeros(2, 3, size, size),),
+            str(folder / spec["file"]),
+            input_names=["input"],
+            output_names=["prob"],
+            dynamo=False,
+            dynamic_axes={"input": {0: "n"}, "prob": {0: "n"}},
+        )
     manifest = {
-        "id": "wsi-flat-test", "version": "0.0.1", "task": "wsi-two-stage", "backend": "onnx",
-        "intended_use": "pipeline tests only", "not_for_clinical_use": True,
-        "files": [{"path": s["file"], "sha256": sha256_file(folder / s["file"])}
-                  for s in (CLS_SPEC, SEG_SPEC)],
+        "id": "wsi-flat-test",
+        "version": "0.0.1",
+        "task": "wsi-two-stage",
+        "backend": "onnx",
+        "intended_use": "pipeline tests only",
+        "not_for_clinical_use": True,
+        "files": [
+            {"path": s["file"], "sha256": sha256_file(folder / s["file"])}
+            for s in (CLS_SPEC, SEG_SPEC)
+        ],
         "input": {"classifier": CLS_SPEC, "segmenter": SEG_SPEC},
-        "labels": {"tumour": {"code": "14799000", "scheme": "SCT",
-                              "meaning": "Neoplasm, Secondary"}},
+        "labels": {
+            "tumour": {"code": "14799000", "scheme": "SCT", "meaning": "Neoplasm, Secondary"}
+        },
         "thresholds": THRESHOLDS,
     }
     (folder / "model.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
@@ -211,10 +272,14 @@ def test_exported_models_compute_blueness(tmp_path: Path) -> None:
     from dicomnode.inference.onnx import OnnxModel
 
     bundle = load_bundle(export_models(tmp_path / "m"))
-    cls = OnnxModel(bundle.path("classifier.onnx"), bundle.input["classifier"],
-                    providers=["CPUExecutionProvider"])
-    seg = OnnxModel(bundle.path("segmenter.onnx"), bundle.input["segmenter"],
-                    providers=["CPUExecutionProvider"])
+    cls = OnnxModel(
+        bundle.path("classifier.onnx"),
+        bundle.input["classifier"],
+        providers=["CPUExecutionProvider"],
+    )
+    seg = OnnxModel(
+        bundle.path("segmenter.onnx"), bundle.input["segmenter"], providers=["CPUExecutionProvider"]
+    )
     patches = np.zeros((3, 32, 32, 3), np.uint8)
     patches[0], patches[1], patches[2] = TUMOUR, TISSUE, TISSUE
     patches[2, :, :8] = TUMOUR  # a quarter blue

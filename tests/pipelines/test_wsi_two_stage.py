@@ -41,13 +41,19 @@ def pipeline(bundle: ModelBundle) -> WsiTwoStagePipeline:
 
 
 def context(tmp_path: Path, series: str = "1.2.3.4.5") -> PipelineContext:
-    return PipelineContext(pipeline="wsi-two-stage", study_uid="1.2.3", series_uid=series,
-                           workdir=tmp_path, job_id="test")
+    return PipelineContext(
+        pipeline="wsi-two-stage",
+        study_uid="1.2.3",
+        series_uid=series,
+        workdir=tmp_path,
+        job_id="test",
+    )
 
 
 @pytest.fixture(scope="module")
-def positive_result(pipeline: WsiTwoStagePipeline, positive: FlatSlide,
-                    tmp_path_factory: pytest.TempPathFactory) -> PipelineResult:
+def positive_result(
+    pipeline: WsiTwoStagePipeline, positive: FlatSlide, tmp_path_factory: pytest.TempPathFactory
+) -> PipelineResult:
     return pipeline.run(positive.files, context(tmp_path_factory.mktemp("run")))
 
 
@@ -77,8 +83,9 @@ def test_slide_level_counts(positive_result: PipelineResult) -> None:
     assert 0 < f["segmenter_calls"] < f["classifier_patches"]
 
 
-def test_outputs_are_valid_and_match_findings(positive_result: PipelineResult,
-                                              tmp_path: Path) -> None:
+def test_outputs_are_valid_and_match_findings(
+    positive_result: PipelineResult, tmp_path: Path
+) -> None:
     seg, sr = positive_result.datasets
     assert positive_result.files["preview.png"][:8] == b"\x89PNG\r\n\x1a\n"
     seg.save_as(tmp_path / "seg.dcm")
@@ -95,8 +102,12 @@ def test_outputs_are_valid_and_match_findings(positive_result: PipelineResult,
     assert len(groups) == 2
 
 
-def test_uids_are_deterministic(pipeline: WsiTwoStagePipeline, bundle: ModelBundle,
-                                positive_result: PipelineResult, tmp_path: Path) -> None:
+def test_uids_are_deterministic(
+    pipeline: WsiTwoStagePipeline,
+    bundle: ModelBundle,
+    positive_result: PipelineResult,
+    tmp_path: Path,
+) -> None:
     ctx = context(tmp_path)
     seg, sr = positive_result.datasets
     assert seg.SOPInstanceUID == ctx.uid(bundle, "seg.instance")
@@ -150,10 +161,14 @@ def test_registry_builds_it(bundle: ModelBundle) -> None:
     assert isinstance(pipe, WsiTwoStagePipeline) and pipe.name == "wsi-two-stage"
 
 
-@pytest.mark.parametrize(("settings", "key"), [({"dense": "yes"}, "settings.dense"),
-                                               ({"batchsize": 3}, "settings.batchsize"),
-                                               ({"providers": "CPU"}, "settings.providers")])
-def test_bad_settings_are_refused(bundle: ModelBundle, settings: dict[str, Any],
-                                  key: str) -> None:
+@pytest.mark.parametrize(
+    ("settings", "key"),
+    [
+        ({"dense": "yes"}, "settings.dense"),
+        ({"batchsize": 3}, "settings.batchsize"),
+        ({"providers": "CPU"}, "settings.providers"),
+    ],
+)
+def test_bad_settings_are_refused(bundle: ModelBundle, settings: dict[str, Any], key: str) -> None:
     with pytest.raises(ConfigError, match=key):
         create(bundle, settings)

@@ -1,0 +1,47 @@
+"""``dicomnode replay``: mixed folders, exact presentation contexts, statuses, exit codes, results."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pydicom
+
+from conftest import REPO, mr_series, node_config, running_node
+from dicomnode.replay import scan
+
+
+def _replay(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "dicomnode", "replay", *args], capture_output=True, text=True,
+                          cwd=REPO, timeout=300)
+
+
+def test_replay_mixed_folder_waits_for_results(tmp_path, plumbing_bundle):
+    a = mr_series(tmp_path / "in" / "a", 5, seed="ra")
+    b = mr_series(tmp_path / "in" / "nested" / "b", 4, seed="rb")
+    (tmp_path / "in" / "README.txt").write_text("not dicom")
+    with running_node(node_config(tmp_path, plumbing_bundle())) as node:
+        out = _replay(str(tmp_path / "in"), "--to", f"127.0.0.1:{node.port}", "--concurrency", "2",
+                      "--wait-results", str(tmp_path / "outbox"), "--timeout", "120")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "9  0x0000 Success" in out.stdout
+    assert "1 non-DICOM files skipped" in out.stderr
+    for files in (a, b):
+        uid = pydicom.dcmread(files[0]).SeriesInstanceUID
+        line = next(ln for ln in out.stdout.splitlines() if ln.startswith(uid))
+        assert f"{len(files)} instances" in line
+
+
+def test_replay_exit_code_when_refused(tmp_path, plumbing_bundle, testdata):
+    ct = testdata / "seg-sr" / "highdicom" / "seg_image_ct_binary.dcm"  # not an accepted SOP class
+    with running_node(node_config(tmp_path, plumbing_bundle())) as node:
+        out = _replay(str(ct), "--to", f"127.0.0.1:{node.port}", "--quiet")
+    assert out.returncode == 1
+    assert "0x0122 Refused: SOP Class not supported" in out.stdout
+
+
+def test_scan_proposes_exact_contexts_incl_seg(testdata):
+    files, skipped = scan([testdata / "seg-sr"])
+    classes = {f.sop_class for f in files}
+    assert "1.2.840.10008.5.1.4.1.1.66.4" in classes  # Segmentation Storage
+    assert all(f.syntax for f in files)
