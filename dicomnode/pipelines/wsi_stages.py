@@ -27,6 +27,7 @@ __all__ = [
     "ClassifierResult",
     "SegmenterResult",
     "gate_cells",
+    "output_scale",
     "run_classifier",
     "run_segmenter",
     "select_tiles",
@@ -141,7 +142,14 @@ def select_tiles(
     return [(int(r), int(c)) for r, c in np.argwhere(total > 0)]
 
 
-def _output_scale(patch: int, mpp: float, output_mpp: float, margin: int) -> Fraction:
+def output_scale(patch: int, mpp: float, output_mpp: float, margin: int) -> Fraction:
+    """Output pixels per segmenter input pixel, checked to give whole output pixels.
+
+    Raises
+    ------
+    ModelError
+        The patch or margin does not map to a whole number of output pixels.
+    """
     scale = Fraction(mpp).limit_denominator(1000) / Fraction(output_mpp).limit_denominator(1000)
     if (patch * scale).denominator != 1 or (margin * scale).denominator != 1:
         raise ModelError(
@@ -167,7 +175,7 @@ def run_segmenter(
     ``spec`` is (mpp, patch_size, output_mpp) of the segmenter.
     """
     mpp, patch, output_mpp = spec
-    scale = _output_scale(patch, mpp, output_mpp, margin)
+    scale = output_scale(patch, mpp, output_mpp, margin)
     grid = PatchGrid(slide.raster(mpp), patch, patch - 2 * margin, margin)
     out_px, keep0 = int(patch * scale), int(margin * scale)
     step = grid.stride * scale

@@ -30,7 +30,7 @@ from dicomnode.pipelines.wsi_config import (
 )
 from dicomnode.pipelines.wsi_report import SlideAnalysis, build_result
 from dicomnode.pipelines.wsi_slide import Slide, open_slide
-from dicomnode.pipelines.wsi_stages import _output_scale, gate_cells, run_classifier, run_segmenter
+from dicomnode.pipelines.wsi_stages import gate_cells, output_scale, run_classifier, run_segmenter
 from dicomnode.pipelines.wsi_stream import PatchModel
 from dicomnode.pipelines.wsi_tissue import TissueMap, detect_tissue
 
@@ -96,7 +96,7 @@ class WsiTwoStagePipeline:
         if 2 * self.margin >= patch:
             raise ValueError(f"'segmenter_margin' {self.margin} leaves no tile centre")
         assert self.segmenter_spec.output_mpp is not None
-        _output_scale(patch, self.segmenter_spec.mpp, self.segmenter_spec.output_mpp, self.margin)
+        output_scale(patch, self.segmenter_spec.mpp, self.segmenter_spec.output_mpp, self.margin)
         self.classifier, self.segmenter = classifier, segmenter
 
     def _tissue(self, slide: Slide) -> TissueMap:
@@ -160,8 +160,9 @@ class WsiTwoStagePipeline:
                 lambda kind: ctx.uid(self.bundle, kind),
             )
         analysis.timings["total"] = time.perf_counter() - start
-        result.findings["timings_s"]["outputs"] = round(analysis.timings["outputs"], 3)  # type: ignore[index]
-        result.findings["timings_s"]["total"] = round(analysis.timings["total"], 3)  # type: ignore[index]
+        timings = result.findings["timings_s"]
+        timings["outputs"] = round(analysis.timings["outputs"], 3)
+        timings["total"] = round(analysis.timings["total"], 3)
         logger.info(
             "job %s series %s: class %s, %d classifier / %d segmenter patches, %.1f s",
             ctx.job_id,
