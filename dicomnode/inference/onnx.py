@@ -112,7 +112,8 @@ def _check_graph(path: Path, session: Any, spec: Mapping[str, Any]) -> None:
     shape = list(node.shape)
     want = [None, 3, size, size]
     if len(shape) != 4 or any(
-        isinstance(got, int) and exp is not None and got != exp for got, exp in zip(shape, want)
+        isinstance(got, int) and exp is not None and got != exp
+        for got, exp in zip(shape, want, strict=True)
     ):
         raise ModelError(
             f"{path.name}: input '{name}' has shape {shape}, spec expects "
@@ -166,9 +167,7 @@ class OnnxModel:
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph/... types
             raise ModelError(f"{self.path.name}: ONNX Runtime cannot load it: {exc}") from exc
         _check_graph(self.path, self._session, self._spec)
-        logger.info(
-            "loaded %s: providers %s (asked %s)", self.path.name, self.providers, chosen
-        )
+        logger.info("loaded %s: providers %s (asked %s)", self.path.name, self.providers, chosen)
 
     @property
     def spec(self) -> Mapping[str, Any]:
