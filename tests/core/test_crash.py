@@ -122,3 +122,35 @@ def test_kill_while_sending(tmp_path, plumbing_bundle):
         finally:
             node.stop()
     assert len(sop_uids) == 1  # one result object in PACS however often it was sent
+
+
+def test_sigint_drains_requeues_running_job_and_exits_cleanly(tmp_path, plumbing_bundle):
+    import signal
+
+    files = mr_series(tmp_path / "in", 2, seed="sigint")
+    node = NodeProcess(_config(tmp_path, plumbing_bundle(sleep_s=30), free_port()), tmp_path / "node.log").start()
+    assoc = store_association(node.port, [(MR_SOP, ExplicitVRLittleEndian)])
+    assert all(int(assoc.send_c_store(f).Status) == 0 for f in files)
+    assoc.release()
+    spool = Spool(tmp_path / "spool")
+    wait_for(lambda: _states(spool) == ["running"], timeout=60)
+    assert node.proc is not None
+    node.proc.send_signal(signal.SIGINT)
+    assert node.proc.wait(30) == 0  # drain timeout 5 s, then the job is requeued
+    assert _states(spool) == ["queued"]
+    log = (tmp_path / "node.log").read_text()
+    assert "draining" in log and "requeued" in log
+
+
+def test_spool_expiry_removes_old_unmatched_and_done(tmp_path):
+    import os
+    import time as _time
+
+    spool = Spool(tmp_path / "spool")
+    old = spool.root / "unmatched" / "1.2.3-abc"
+    old.mkdir()
+    os.utime(old, (_time.time() - 10 * 86400,) * 2)
+    fresh = spool.root / "unmatched" / "1.2.4-def"
+    fresh.mkdir()
+    assert spool.expire(7 * 86400) == 1
+    assert not old.exists() and fresh.exists()
