@@ -147,7 +147,8 @@ def main() -> int:
     parser.add_argument("--wsi-copies", type=int, default=40, help="copies of the 30-frame WSI instance")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    source = REPO.parent / "shared" / "testdata" / "wsi" / "cmu1-small-region-pyramid-wsi2dcm" / "level-0-frames-0-30.dcm"
+    wsi_dir = REPO.parent / "shared" / "testdata" / "wsi" / "cmu1-small-region-pyramid-wsi2dcm"
+    source = wsi_dir / "level-0-frames-0-30.dcm"
     rows = []
     with tempfile.TemporaryDirectory(prefix="dicomnode-bench-") as tmp_name:
         tmp = Path(tmp_name)

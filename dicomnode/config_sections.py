@@ -247,7 +247,8 @@ class Destination:
         if kind == "folder":
             dest = cls(name, kind, path=Path(sec.get("path", str, fix="give the output folder")))
         elif kind == "dimse":
-            dest = cls(name, kind, ae_title=_ae_title(sec, "ae_title"), host=sec.get("host", str, fix="give the PACS host"),
+            dest = cls(name, kind, ae_title=_ae_title(sec, "ae_title"),
+                       host=sec.get("host", str, fix="give the PACS host"),
                        port=_port(sec, "port", 104), calling_ae_title=_ae_title(sec, "calling_ae_title", "DICOMNODE"),
                        tls=TlsConfig.parse(sec.sub("tls"), server=False))
         elif kind == "stow":
@@ -270,7 +271,8 @@ class DispatchConfig:
 
     @classmethod
     def parse(cls, sec: Section) -> DispatchConfig:
-        disp = cls(max_attempts=_positive(sec, "max_attempts", int, 6), backoff_s=_positive(sec, "backoff_s", float, 2.0),
+        disp = cls(max_attempts=_positive(sec, "max_attempts", int, 6),
+                   backoff_s=_positive(sec, "backoff_s", float, 2.0),
                    backoff_max_s=_positive(sec, "backoff_max_s", float, 300.0))
         sec.finish()
         return disp
@@ -298,7 +300,8 @@ class Route:
                 raise ConfigError(f"{sec.path}.destinations", target,
                                   f"not in 'destinations'; known: {', '.join(sorted(dests))}")
         try:
-            rule = compile_rule(sec.get("match", dict, fix="give a match rule, e.g. {all: [{tag: Modality, equals: MR}]}"))
+            example = "give a match rule, e.g. {all: [{tag: Modality, equals: MR}]}"
+            rule = compile_rule(sec.get("match", dict, fix=example))
         except RoutingError as exc:
             raise ConfigError(f"{sec.path}.match", sec.data.get("match"), str(exc)) from exc
         route = cls(name=name, pipeline=sec.get("pipeline", str, fix="name a pipeline (mri-lln, wsi-two-stage)"),

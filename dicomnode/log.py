@@ -16,13 +16,13 @@ from collections.abc import Iterator
 
 __all__ = ["bound", "configure_logging"]
 
-_CONTEXT: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("dicomnode_log", default={})
+_CONTEXT: contextvars.ContextVar[tuple[tuple[str, str], ...]] = contextvars.ContextVar("dicomnode_log", default=())
 
 
 @contextlib.contextmanager
 def bound(**fields: str) -> Iterator[None]:
     """Bind ``job_id=…, study_uid=…, series_uid=…`` to every log record in this context."""
-    token = _CONTEXT.set({**_CONTEXT.get(), **fields})
+    token = _CONTEXT.set(tuple({**dict(_CONTEXT.get()), **fields}.items()))
     try:
         yield
     finally:
@@ -31,7 +31,7 @@ def bound(**fields: str) -> Iterator[None]:
 
 class _ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        record.ctx = _CONTEXT.get()
+        record.ctx = dict(_CONTEXT.get())
         return True
 
 

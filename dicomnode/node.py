@@ -170,7 +170,8 @@ class Node:
                   "pipeline": route.pipeline, "model": route.model, "model_path": str(Path(model.path).resolve()),
                   "model_version": version, "study_uid": headers.get("StudyInstanceUID", ""),
                   "series_uid": headers.get("SeriesInstanceUID", ""), "instances": instances,
-                  "created": time.time(), "runs": 0, "error": f"route {route.name} disabled: {problem}" if problem else "",
+                  "created": time.time(), "runs": 0,
+                  "error": f"route {route.name} disabled: {problem}" if problem else "",
                   "destinations": {d: {"state": "pending", "attempts": 0, "last_error": "", "next_at": 0.0}
                                    for d in route.destinations}}
         self.spool.write_job(job_id, record)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pydicom
-
 from conftest import mr_series
+
 from dicomnode.assembler import Assembler, data_complete
 from dicomnode.dicom.headers import instance_info, read_info
 

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 import yaml
-
 from conftest import REPO
+
 from dicomnode.config import load_config
 from dicomnode.errors import ConfigError, RoutingError
 from dicomnode.routing import compile_rule, first_match

@@ -10,12 +10,12 @@ import threading
 
 import pydicom
 import pytest
+from conftest import MR_SOP, NodeProcess, mr_series, node_config
+from netutil import free_port, pacs, store_association, wait_for
 from pydicom.uid import ExplicitVRLittleEndian
 
-from conftest import MR_SOP, NodeProcess, mr_series, node_config
 from dicomnode.errors import SpoolError
 from dicomnode.spool import Spool
-from netutil import free_port, pacs, store_association, wait_for
 
 pytestmark = pytest.mark.serial
 

@@ -10,11 +10,11 @@ import sys
 import urllib.request
 
 import pydicom
+from conftest import MR_SOP, REPO, mr_series, node_config, running_node
+from netutil import free_port, pacs, store_association, wait_for
 from pydicom.uid import ExplicitVRLittleEndian
 
 from dicomnode.errors import SpoolError
-from conftest import MR_SOP, REPO, mr_series, node_config, running_node
-from netutil import free_port, pacs, store_association, wait_for
 
 
 def _send(port: int, files) -> None:

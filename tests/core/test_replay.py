@@ -6,8 +6,8 @@ import subprocess
 import sys
 
 import pydicom
-
 from conftest import REPO, mr_series, node_config, running_node
+
 from dicomnode.replay import scan
 
 

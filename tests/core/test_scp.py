@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from conftest import MR_SOP, mr_series, node_config, running_node
+from netutil import send_raw, store_association, wait_for
 from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE
 
-from conftest import MR_SOP, mr_series, node_config, running_node
 from dicomnode.net import status as st
-from netutil import send_raw, store_association, wait_for
 
 CT_SOP = "1.2.840.10008.5.1.4.1.1.2"
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-
 from conftest import REPO, mr_series, node_config, running_node
+from netutil import wait_for
+
 from dicomnode.config import TlsConfig
 from dicomnode.errors import DispatchError
 from dicomnode.net.scu import echo
-from netutil import wait_for
 
 
 @pytest.fixture
@@ -36,10 +36,9 @@ def test_tls_sender_delivers_to_a_tls_pacs(tmp_path, plumbing_bundle, pki):
     """Results go over TLS to a PACS whose certificate is verified against the site CA."""
     import ssl
 
-    from pydicom.uid import ExplicitVRLittleEndian
-
     from conftest import MR_SOP
     from netutil import pacs, store_association
+    from pydicom.uid import ExplicitVRLittleEndian
 
     server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(pki / "ca.crt"))
     server.load_cert_chain(str(pki / "node.crt"), str(pki / "node.key"))
