@@ -6,6 +6,7 @@ function OnStableSeries(seriesId, tags, metadata)
   local modality = tags['Modality']
   if modality == 'MR' or modality == 'SM' then
     print('dicomnode demo: forwarding series ' .. seriesId .. ' (' .. modality .. ') to DICOMNODE')
-    SendToModality(seriesId, 'dicomnode')
+    -- the REST route takes a series id (Lua's SendToModality expects instances)
+    RestApiPost('/modalities/dicomnode/store', seriesId)
   end
 end

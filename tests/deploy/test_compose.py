@@ -108,7 +108,7 @@ def test_orthanc_forwards_to_the_node() -> None:
     lua_mounts = [v for v in _compose()["services"]["orthanc"]["volumes"] if v.endswith(".lua:ro")]
     assert [v.split(":")[1] for v in lua_mounts] == orthanc["LuaScripts"]
     lua = (DOCKER / lua_mounts[0].split(":")[0]).read_text()
-    assert "SendToModality(seriesId, 'dicomnode')" in lua
+    assert "RestApiPost('/modalities/dicomnode/store', seriesId)" in lua
     assert orthanc["UnknownSopClassAccepted"] is True  # label-map SEG over DIMSE
     assert orthanc["DicomWeb"]["Enable"] is True
 

@@ -122,9 +122,13 @@ def test_study_sent_to_orthanc_comes_back_with_seg_and_sr(stack: dict[str, Any])
 
     qido = f"http://127.0.0.1:{ports['o_http']}/dicom-web/studies/{study_uid}/series"
 
+    outbox = tmp / "spool" / "outbox"
+
     def modalities() -> set[str] | None:
+        errors = list(outbox.glob("*/*/*/error.json"))
+        assert not errors, f"node job failed: {errors[0].read_text()}"
         found = {s["00080060"]["Value"][0] for s in _get(qido) or []}
         return found if {"SEG", "SR"} <= found else None
 
-    found = _wait(modalities, 600, f"SEG + SR of study {study_uid} in Orthanc (QIDO {qido})")
+    found = _wait(modalities, 400, f"SEG + SR of study {study_uid} in Orthanc (QIDO {qido})")
     assert found >= {"MR", "SEG", "SR"}
