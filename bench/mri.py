@@ -6,11 +6,9 @@ axial prostate series in ../shared/testdata):
 (a) bare: nnU-Net's own ``nnUNetPredictor`` (built once, like a worker) predicting the
     series read by SimpleITK's DICOM series reader;
 (b) pipeline: ``MriLlnPipeline.run`` + writing the outputs, i.e. from series complete to
-    SEG + SR on disk (volume building, inference, findings, SEG/SR build and validation);
-(c) node: the same series through a running node (storescu → durable spool → quiet period
-    excluded → job → outputs delivered to a real Storage SCP), from job created to delivered.
+    SEG + SR on disk (volume building, inference, findings, SEG/SR build and validation).
 
-Reports medians and the ratios (b)/(a), (c)/(a). Not a test: no thresholds here.
+Reports medians and the ratio (b)/(a). Not a test: no thresholds here.
 """
 
 from __future__ import annotations

@@ -69,8 +69,10 @@ image-cuda: base-image
 	$(CONTAINER) build $(_BUILD_ARGS) -f docker/Dockerfile.cuda -t $(IMAGE_CUDA) .
 	@$(CONTAINER) image inspect --format 'image $(IMAGE_CUDA): {{.Size}} bytes' $(IMAGE_CUDA)
 
-# Needs the image (make image) and the host virtualenv with dicomnode (for echo/replay).
+# Needs the image (make image) and the host virtualenv with dicomnode (for echo/replay;
+# built by the top-level Makefile's `venv` target when missing).
 test-image: podman-config
+	@[ -x .venv/bin/dicomnode ] || $(MAKE) venv
 	CONTAINER=$(CONTAINER) IMAGE=$(IMAGE) bash docker/smoke_test.sh
 
 clean-podman:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Smoke test of the dicomnode container image (make test-image).
 #
+# 0. `check-config` inside the image: embedded config + bundled demo models are usable;
 # 1. start IMAGE with the container test config (docker/config, read-only) and a spool
 #    folder as the /spool volume, host networking on free ports;
 # 2. wait for /healthz, run the image's HEALTHCHECK, C-ECHO the node from the host;
@@ -59,6 +60,11 @@ mkdir -p "$work/spool" "$work/study"
 chown "$UID_IN_IMAGE:$UID_IN_IMAGE" "$work/spool"
 chmod 0750 "$work/spool"
 
+step "the image's own config and bundled demo models pass check-config"
+$CONTAINER run --rm "$IMAGE" check-config /config/dicomnode.yaml > "$work/check-config.txt" 2>&1 \
+    || fail "check-config in the image: $(grep -v systemd "$work/check-config.txt" | tail -5)"
+tail -1 "$work/check-config.txt"
+
 step "start $IMAGE (DICOM :$DICOM_PORT, HTTP :$HTTP_PORT)"
 cid=$($CONTAINER run -d --name "dicomnode-smoke-$$" --network host \
     -v "$PWD/docker/config:/config:ro" -v "$work/spool:/spool" \
@@ -116,6 +122,14 @@ missing = {"SEG", "SR"} - set(found)
 if missing:
     sys.exit(f"no {', '.join(sorted(missing))} for study {src.StudyInstanceUID} in {outbox}")
 EOF
+
+# Informational: the container's peak memory so far (cgroup; includes page cache).
+cg=$($CONTAINER inspect -f '{{.State.CgroupPath}}' "$cid" 2>/dev/null || true)
+for f in "/sys/fs/cgroup/memory$cg/memory.max_usage_in_bytes" "/sys/fs/cgroup$cg/memory.peak"; do
+    if [ -n "$cg" ] && [ -r "$f" ]; then
+        echo "container peak memory: $(( $(cat "$f") / 1048576 )) MiB"; break
+    fi
+done
 
 step "no PHI in the container log"
 phi=$("$PY" - "$work/study" <<'EOF'

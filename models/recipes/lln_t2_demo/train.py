@@ -122,13 +122,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="bundle folder to write")
     parser.add_argument("--work", type=Path, help="nnU-Net work folder (default: temp)")
-    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--epochs", type=int, default=16)
     parser.add_argument("--iters", type=int, default=40, help="iterations per epoch")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--patch", type=int, nargs=3, default=[24, 64, 64])
-    parser.add_argument(
-        "--evaluate-only", action="store_true", help="re-evaluate the bundle in --out, no training"
-    )
+    parser.add_argument("--evaluate-only", action="store_true", help="re-evaluate the bundle in --out, no training")
     return parser.parse_args(argv)
 
 

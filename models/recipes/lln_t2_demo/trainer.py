@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 
 import torch
+from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 from nnunetv2.training.nnUNetTrainer.variants.data_augmentation.nnUNetTrainerNoMirroring import (
     nnUNetTrainerNoMirroring,
 )
@@ -25,8 +26,10 @@ class nnUNetTrainer_LLNDemo(nnUNetTrainerNoMirroring):  # noqa: N801 (nnU-Net na
     """``nnUNetTrainerNoMirroring`` with a CPU-sized schedule.
 
     Epochs and iterations come from ``LLN_DEMO_EPOCHS`` / ``LLN_DEMO_ITERS`` (defaults
-    15 and 40); validation uses 5 iterations per epoch and only the final and best
-    checkpoints are written.
+    16 and 40); validation uses 5 iterations per epoch and only the final and best
+    checkpoints are written. AdamW (lr 3e-3, poly decay) replaces nnU-Net's SGD
+    (lr 1e-2, momentum 0.99), which is tuned for 250,000 iterations: in a first run of
+    600 SGD iterations the nodes had not appeared yet (validation pseudo-Dice 0).
     """
 
     def __init__(
@@ -38,7 +41,13 @@ class nnUNetTrainer_LLNDemo(nnUNetTrainerNoMirroring):  # noqa: N801 (nnU-Net na
         device: torch.device = torch.device("cpu"),  # noqa: B008 (nnU-Net signature)
     ) -> None:
         super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = int(os.environ.get("LLN_DEMO_EPOCHS", "15"))
+        self.num_epochs = int(os.environ.get("LLN_DEMO_EPOCHS", "16"))
         self.num_iterations_per_epoch = int(os.environ.get("LLN_DEMO_ITERS", "40"))
         self.num_val_iterations_per_epoch = 5
         self.save_every = 10_000
+        self.initial_lr = 3e-3
+
+    def configure_optimizers(self) -> tuple[torch.optim.Optimizer, PolyLRScheduler]:
+        """AdamW with nnU-Net's polynomial learning-rate decay."""
+        optimizer = torch.optim.AdamW(self.network.parameters(), lr=self.initial_lr, weight_decay=self.weight_decay)
+        return optimizer, PolyLRScheduler(optimizer, self.initial_lr, self.num_epochs)
