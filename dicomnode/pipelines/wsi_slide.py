@@ -178,6 +178,10 @@ def _signals_ycbcr(head: bytes) -> bool:
 
 def _level_from(group: object) -> Level:
     size, mpp = group.size, group.mpp  # type: ignore[attr-defined]
+    if abs(float(mpp.height) / float(mpp.width) - 1.0) > 0.01:
+        raise PipelineError(
+            f"unsupported: non-square pixels ({mpp.width:g} x {mpp.height:g} µm/px) on level {group.level}"  # type: ignore[attr-defined]
+        )
     return Level(int(group.level), int(size.width), int(size.height), float(mpp.width))  # type: ignore[attr-defined]
 
 
@@ -236,8 +240,7 @@ class Slide:
             diff = float(np.abs(self._level_region(lv, x, y, w, h) - ref_arr).mean())
             if diff > 30.0:
                 logger.warning(
-                    "level %d (%.3f µm/px) ignored: its colours differ from level "
-                    "%d by %.0f grey levels on average",
+                    "level %d (%.3f µm/px) ignored: its colours differ from level %d by %.0f grey levels on average",
                     lv.level,
                     lv.mpp,
                     fine.level,
@@ -336,9 +339,7 @@ def _select_series(found: Sequence[tuple[Path, Dataset]]) -> tuple[list[Path], l
 
 def _base_header(headers: Sequence[Dataset]) -> Dataset:
     volumes = [ds for ds in headers if _is_volume(ds)]
-    return max(
-        volumes, key=lambda ds: int(ds.TotalPixelMatrixColumns) * int(ds.TotalPixelMatrixRows)
-    )
+    return max(volumes, key=lambda ds: int(ds.TotalPixelMatrixColumns) * int(ds.TotalPixelMatrixRows))
 
 
 @contextmanager
