@@ -133,11 +133,7 @@ def _tolerant_copy(ds: Dataset, first_iop: object) -> Dataset:
     if "PerFrameFunctionalGroupsSequence" not in ds:
         copy.ImageOrientationPatient = first_iop
         return copy
-    shared = (
-        Dataset(ds.SharedFunctionalGroupsSequence[0])
-        if ds.get("SharedFunctionalGroupsSequence")
-        else Dataset()
-    )
+    shared = Dataset(ds.SharedFunctionalGroupsSequence[0]) if ds.get("SharedFunctionalGroupsSequence") else Dataset()
     frame1 = ds.PerFrameFunctionalGroupsSequence[0]
     for macro in ("PlaneOrientationSequence", "PixelMeasuresSequence"):
         if macro not in shared and macro in frame1:
@@ -177,9 +173,7 @@ def _site(station: str | None, side: str | None) -> Dataset:
     return item
 
 
-def _node_description(
-    node: NodeFinding, bundle: ModelBundle, ctx: PipelineContext
-) -> hd.seg.SegmentDescription:
+def _node_description(node: NodeFinding, bundle: ModelBundle, ctx: PipelineContext) -> hd.seg.SegmentDescription:
     import highdicom as hd
 
     where = f"{node.side} {STATION_NAMES.get(node.station or '', 'pelvic')}"
@@ -216,9 +210,7 @@ def _region_description(
     )
 
 
-def segment_map(
-    label_map: np.ndarray, findings: LlnFindings
-) -> tuple[np.ndarray, list[tuple[int, str]]]:
+def segment_map(label_map: np.ndarray, findings: LlnFindings) -> tuple[np.ndarray, list[tuple[int, str]]]:
     """Label-map-style segment array: node *i* → *i*, then one value per region present.
 
     Returns the ``(z, y, x)`` array and ``[(segment number, station), ...]`` for regions.
@@ -258,6 +250,37 @@ def _check_readback(seg: hd.seg.Segmentation, volume: Volume, expected: np.ndarr
         raise OutputError("SEG read-back differs from the label map it was built from")
 
 
+def _encode(
+    sources: list[Dataset],
+    frames: np.ndarray,
+    descriptions: list[hd.seg.SegmentDescription],
+    bundle: ModelBundle,
+    ctx: PipelineContext,
+) -> hd.seg.Segmentation:
+    import highdicom as hd
+
+    try:
+        return hd.seg.Segmentation(
+            source_images=sources,
+            pixel_array=frames,
+            segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+            segment_descriptions=descriptions,
+            series_instance_uid=ctx.uid(bundle, "seg.series"),
+            series_number=SEG_SERIES_NUMBER,
+            sop_instance_uid=ctx.uid(bundle, "seg.instance"),
+            instance_number=1,
+            manufacturer=MANUFACTURER,
+            manufacturer_model_name=bundle.id[:64],
+            software_versions=SOFTWARE_VERSION,
+            device_serial_number="0",
+            series_description=series_description(bundle, "LLN SEG"),
+            content_label="LLN",
+            content_description="Lateral lymph nodes and nodal regions",
+        )
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise OutputError(f"SEG could not be built: {exc}") from exc
+
+
 def build_seg(
     volume: Volume,
     label_map: np.ndarray,
@@ -286,8 +309,6 @@ def build_seg(
     OutputError
         The SEG cannot be built or does not read back identically.
     """
-    import highdicom as hd
-
     if not findings.nodes:
         return None
     sources = source_images(volume, source_datasets)
@@ -300,26 +321,7 @@ def build_seg(
     segments, regions = segment_map(label_map, findings)
     descriptions = [_node_description(n, bundle, ctx) for n in findings.nodes]
     descriptions += [_region_description(num, st, bundle, ctx) for num, st in regions]
-    try:
-        seg = hd.seg.Segmentation(
-            source_images=sources,
-            pixel_array=_frame_array(volume, segments),
-            segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-            segment_descriptions=descriptions,
-            series_instance_uid=ctx.uid(bundle, "seg.series"),
-            series_number=SEG_SERIES_NUMBER,
-            sop_instance_uid=ctx.uid(bundle, "seg.instance"),
-            instance_number=1,
-            manufacturer=MANUFACTURER,
-            manufacturer_model_name=bundle.id[:64],
-            software_versions=SOFTWARE_VERSION,
-            device_serial_number="0",
-            series_description=series_description(bundle, "LLN SEG"),
-            content_label="LLN",
-            content_description="Lateral lymph nodes and nodal regions",
-        )
-    except (ValueError, TypeError, AttributeError) as exc:
-        raise OutputError(f"SEG could not be built: {exc}") from exc
+    seg = _encode(sources, _frame_array(volume, segments), descriptions, bundle, ctx)
     seg.ContentCreatorName = None  # Type 2 in Content Identification; unknown for a device
     _check_readback(seg, volume, segments)
     logger.info("SEG with %d segment(s), %d frame(s)", len(descriptions), seg.NumberOfFrames)

@@ -59,9 +59,7 @@ def _present(flag: bool) -> Code:
 def _finding_site(node: NodeFinding) -> hd.sr.FindingSite:
     import highdicom as hd
 
-    return hd.sr.FindingSite(
-        anatomic_location=station_code(node.station), laterality=LATERALITY_CODES[node.side]
-    )
+    return hd.sr.FindingSite(anatomic_location=station_code(node.station), laterality=LATERALITY_CODES[node.side])
 
 
 def _status(node: NodeFinding) -> list[hd.sr.QualitativeEvaluation]:
@@ -157,9 +155,7 @@ def _planar(
     )
     name = codes.SCT.ShortAxis if which == "short" else codes.SCT.LongAxis
     return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(
-            uid=uid, identifier=f"{node.tracking_id} {which} axis"
-        ),
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=uid, identifier=f"{node.tracking_id} {which} axis"),
         referenced_region=region,
         finding_type=codes.SCT.LymphNode,
         finding_category=codes.SCT.AnatomicalStructure,
@@ -185,14 +181,10 @@ def _summary(
         finding_sites=[hd.sr.FindingSite(anatomic_location=codes.SCT.PelvicLymphNode)],
         algorithm_id=hd.sr.AlgorithmIdentification(name=bundle.id, version=bundle.version),
         measurements=[
-            hd.sr.Measurement(
-                name=codes.DCM.NumberOfNodesPositive, value=n_positive, unit=codes.UCUM.NoUnits
-            )
+            hd.sr.Measurement(name=codes.DCM.NumberOfNodesPositive, value=n_positive, unit=codes.UCUM.NoUnits)
         ],
         qualitative_evaluations=[
-            hd.sr.QualitativeEvaluation(
-                name=codes.SCT.LymphNode, value=_present(bool(findings.nodes))
-            ),
+            hd.sr.QualitativeEvaluation(name=codes.SCT.LymphNode, value=_present(bool(findings.nodes))),
             hd.sr.QualitativeEvaluation(name=METASTASIS, value=_present(findings.lln_positive)),
         ],
     )
@@ -237,10 +229,23 @@ def _check_readback(sr: Dataset, findings: LlnFindings) -> None:
         len(report.get_image_measurement_groups()),
     )
     if counts != (n, 2 * n, 1):
-        raise OutputError(
-            f"SR read-back has (volumetric, planar, summary) groups {counts}, "
-            f"expected {(n, 2 * n, 1)}"
-        )
+        raise OutputError(f"SR read-back has (volumetric, planar, summary) groups {counts}, expected {(n, 2 * n, 1)}")
+
+
+def _observation_context(bundle: ModelBundle, ctx: PipelineContext) -> hd.sr.ObservationContext:
+    """The model as the observing device (deterministic device UID)."""
+    import highdicom as hd
+
+    observer = hd.sr.ObserverContext(
+        observer_type=codes.DCM.Device,
+        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+            uid=ctx.uid(bundle, "sr.device"),
+            name=bundle.id[:64],
+            manufacturer_name=MANUFACTURER,
+            model_name=f"{bundle.id} {bundle.version}"[:64],
+        ),
+    )
+    return hd.sr.ObservationContext(observer_device_context=observer)
 
 
 def build_sr(
@@ -274,18 +279,9 @@ def build_sr(
     import highdicom as hd
 
     sources = source_images(volume, source_datasets)
-    observer = hd.sr.ObserverContext(
-        observer_type=codes.DCM.Device,
-        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
-            uid=ctx.uid(bundle, "sr.device"),
-            name=bundle.id[:64],
-            manufacturer_name=MANUFACTURER,
-            model_name=f"{bundle.id} {bundle.version}"[:64],
-        ),
-    )
     try:
         report = hd.sr.MeasurementReport(
-            observation_context=hd.sr.ObservationContext(observer_device_context=observer),
+            observation_context=_observation_context(bundle, ctx),
             procedure_reported=codes.SCT.ImagingProcedure,
             imaging_measurements=_groups(volume, findings, sources, seg, (ctx, bundle)),
             title=codes.DCM.ImagingMeasurementReport,
