@@ -8,6 +8,7 @@ from typing import Any
 
 import highdicom as hd
 import numpy as np
+import pydicom
 import pytest
 from scipy import ndimage
 
@@ -83,9 +84,7 @@ def test_slide_level_counts(positive_result: PipelineResult) -> None:
     assert 0 < f["segmenter_calls"] < f["classifier_patches"]
 
 
-def test_outputs_are_valid_and_match_findings(
-    positive_result: PipelineResult, tmp_path: Path
-) -> None:
+def test_outputs_are_valid_and_match_findings(positive_result: PipelineResult, tmp_path: Path) -> None:
     seg, sr = positive_result.datasets
     assert positive_result.files["preview.png"][:8] == b"\x89PNG\r\n\x1a\n"
     seg.save_as(tmp_path / "seg.dcm")
@@ -172,3 +171,17 @@ def test_registry_builds_it(bundle: ModelBundle) -> None:
 def test_bad_settings_are_refused(bundle: ModelBundle, settings: dict[str, Any], key: str) -> None:
     with pytest.raises(ConfigError, match=key):
         create(bundle, settings)
+
+
+def test_patient_study_specimen_come_from_the_source(positive: FlatSlide, positive_result: PipelineResult) -> None:
+    heads = [pydicom.dcmread(f, stop_before_pixels=True) for f in positive.files]
+    source = max(heads, key=lambda h: int(h.TotalPixelMatrixColumns))
+    for out in positive_result.datasets:
+        for kw in ("PatientName", "PatientID", "StudyInstanceUID"):
+            assert out.get(kw) == source.get(kw), kw
+    seg = positive_result.datasets[0]
+    assert seg.FrameOfReferenceUID == source.FrameOfReferenceUID
+    assert seg.ContainerIdentifier == source.ContainerIdentifier == "SLIDE1"
+    assert seg.SpecimenDescriptionSequence[0].SpecimenUID == source.SpecimenDescriptionSequence[0].SpecimenUID
+    ref = seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0]
+    assert ref.ReferencedSOPInstanceUID == source.SOPInstanceUID
