@@ -28,6 +28,9 @@ __all__ = ["Worker"]
 
 log = logging.getLogger(__name__)
 
+#: Which worker settings each built-in pipeline takes (plug-ins get all of them).
+_SETTING_KEYS = {"mri-lln": ("device",), "wsi-two-stage": ("providers",)}
+
 
 class _Child:
     """One warm child process and its pipe."""
@@ -36,7 +39,7 @@ class _Child:
         ctx = multiprocessing.get_context("spawn")
         self.conn, child_conn = ctx.Pipe()
         self.proc = ctx.Process(target=child_main, args=(child_conn, config.log.format, config.log.level),
-                                daemon=True, name="dicomnode-worker")
+                                daemon=False, name="dicomnode-worker")  # pipelines may use process pools
         self.proc.start()
         child_conn.close()
 
@@ -135,8 +138,13 @@ class Worker:
         return {"job_id": job_id, "job_dir": str(self.spool.job_dir(job_id)), "pipeline": record["pipeline"],
                 "model_path": record["model_path"], "study_uid": record["study_uid"],
                 "series_uid": record["series_uid"], "uid_root": self.config.uid_root,
-                "settings": {"device": self.config.worker.device,
-                             "providers": list(self.config.worker.onnx_providers)}}
+                "settings": self._settings(record["pipeline"])}
+
+    def _settings(self, pipeline: str) -> dict[str, Any]:
+        """The worker settings a pipeline understands (built-ins reject unknown keys)."""
+        every = {"device": self.config.worker.device, "providers": list(self.config.worker.onnx_providers)}
+        wanted = _SETTING_KEYS.get(pipeline, tuple(every))
+        return {key: every[key] for key in wanted}
 
     def _record(self, job_id: str, reply: dict[str, Any]) -> None:
         with self.spool.job_lock(job_id):

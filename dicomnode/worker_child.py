@@ -7,7 +7,10 @@ child and reused for every job with the same (pipeline, model).
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
+import signal
 import logging
 import time
 import traceback
@@ -59,8 +62,19 @@ def _run(request: dict[str, Any], cache: dict[tuple[str, str], Pipeline]) -> dic
     return {"ok": True, "outputs": names, "seconds": seconds, "findings": dict(result.findings)}
 
 
+def _die_with_parent() -> None:
+    """Linux: get SIGKILL when the node process dies (even by kill -9), so an orphaned
+    child can never run a job concurrently with the restarted node's own child."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        log.warning("cannot tie the worker's life to the node's (not Linux?)")
+
+
 def child_main(conn: Connection, log_format: str, log_level: str) -> None:
     """Serve job requests from ``conn`` until it is closed."""
+    _die_with_parent()
     configure_logging(log_format, log_level)
     cache: dict[tuple[str, str], Pipeline] = {}
     while True:
