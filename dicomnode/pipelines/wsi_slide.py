@@ -213,7 +213,13 @@ class Slide:
         self.levels = self._consistent(self.levels)
 
     def _level_region(self, lv: Level, x: int, y: int, w: int, h: int) -> np.ndarray:
-        region = self._wsi.read_region((x, y), lv.level, (w, h), as_array=True)  # type: ignore[attr-defined]
+        try:
+            region = self._wsi.read_region((x, y), lv.level, (w, h), as_array=True)  # type: ignore[attr-defined]
+        except Exception as exc:  # decoders raise anything on a corrupt frame
+            raise PipelineError(
+                f"cannot read/decode slide level {lv.level} region x={x} y={y} {w}x{h}: {type(exc).__name__}: {exc}",
+                series_uid=str(self.base.get("SeriesInstanceUID", "")) or None,
+            ) from exc
         region = np.ascontiguousarray(region[..., :3])
         if lv.level in self._ycbcr:
             region = np.asarray(Image.fromarray(region, "YCbCr").convert("RGB"))

@@ -20,11 +20,7 @@ pytestmark = pytest.mark.skipif(not WSI.is_dir(), reason="shared WSI test data n
 
 
 def files(path: Path) -> list[Path]:
-    return (
-        sorted(p for p in path.iterdir() if not p.name.endswith(".txt"))
-        if path.is_dir()
-        else [path]
-    )
+    return sorted(p for p in path.iterdir() if not p.name.endswith(".txt")) if path.is_dir() else [path]
 
 
 def test_levels_of_the_wsi2dcm_pyramid_exclude_single_frame_levels() -> None:
@@ -49,9 +45,7 @@ def test_two_conversions_of_one_slide_read_the_same_colours() -> None:
         with open_slide(files(path)) as slide:
             for mpp in (0.5, 2.0, 8.0):
                 raster = slide.raster(mpp)
-                regions.append(
-                    slide.read(raster, 0, 0, raster.width, raster.height // 2).astype(float)
-                )
+                regions.append(slide.read(raster, 0, 0, raster.width, raster.height // 2).astype(float))
     for a, b in zip(regions[:3], regions[3:], strict=True):
         h, w = min(a.shape[0], b.shape[0]), min(a.shape[1], b.shape[1])
         assert np.abs(a[:h, :w] - b[:h, :w]).mean() < 6.0
@@ -61,9 +55,7 @@ def test_two_conversions_of_one_slide_read_the_same_colours() -> None:
 def test_resampled_raster_matches_exact_level_downscale() -> None:
     with open_slide(files(WSI2DCM)) as slide:
         raster = slide.raster(4.0)  # no level: level 2 (1.996) downscaled by 2.004
-        assert raster.level.mpp == pytest.approx(1.996) and raster.scale == pytest.approx(
-            2.004, abs=1e-3
-        )
+        assert raster.level.mpp == pytest.approx(1.996) and raster.scale == pytest.approx(2.004, abs=1e-3)
         assert (raster.width, raster.height) == (277, 371)  # the base extent, not level 2
         img = slide.read(raster, 100, 100, 64, 64).astype(float)
         native = slide.read(slide.raster(1.996), 200, 200, 128, 128).astype(float)
@@ -134,17 +126,11 @@ def test_too_coarse_for_the_model() -> None:
 
 def test_jpeg_colour_space_markers() -> None:
     sof = b"\xff\xc0\x00\x11\x08\x00\x10\x00\x10\x03"
-    assert _signals_ycbcr(
-        b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + sof + b"\x01\x22\x00\x02\x11\x01\x03\x11\x01"
-    )
+    assert _signals_ycbcr(b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + sof + b"\x01\x22\x00\x02\x11\x01\x03\x11\x01")
     assert not _signals_ycbcr(b"\xff\xd8" + sof + b"R\x11\x00G\x11\x00B\x11\x00")
     adobe = b"\xff\xee\x00\x0eAdobe\x00\x64\x00\x00\x00\x00"
-    assert not _signals_ycbcr(
-        b"\xff\xd8" + adobe + b"\x00" + sof + b"\x01\x11\x00\x02\x11\x00\x03\x11\x00"
-    )
-    assert _signals_ycbcr(
-        b"\xff\xd8" + adobe + b"\x01" + sof + b"\x01\x11\x00\x02\x11\x00\x03\x11\x00"
-    )
+    assert not _signals_ycbcr(b"\xff\xd8" + adobe + b"\x00" + sof + b"\x01\x11\x00\x02\x11\x00\x03\x11\x00")
+    assert _signals_ycbcr(b"\xff\xd8" + adobe + b"\x01" + sof + b"\x01\x11\x00\x02\x11\x00\x03\x11\x00")
 
 
 def test_tissue_of_the_two_cmu_conversions_agrees() -> None:
@@ -162,3 +148,18 @@ def test_otsu_and_saturation() -> None:
     assert 0.1 < otsu_threshold(values) <= 0.6
     rgb = np.array([[[255, 255, 255], [200, 100, 100]]], np.uint8)
     assert saturation(rgb).tolist() == [[0.0, pytest.approx(0.5)]]
+
+
+def test_corrupt_frame_is_a_pipeline_error(tmp_path: Path) -> None:
+    import pydicom
+    from pydicom.encaps import encapsulate, generate_frames
+
+    ds = pydicom.dcmread(MARROW / "jpeg.dicom")
+    frames = list(generate_frames(ds.PixelData, number_of_frames=int(ds.NumberOfFrames)))
+    frames[5] = frames[5][:40]  # truncated JPEG
+    ds.PixelData = encapsulate(frames)
+    ds.save_as(tmp_path / "broken.dcm")
+    with open_slide([tmp_path / "broken.dcm"]) as slide:
+        raster = slide.raster(slide.mpp)
+        with pytest.raises(PipelineError, match="cannot read/decode slide level 0 region"):
+            slide.read_raster(raster)
