@@ -155,6 +155,19 @@ def wait_results(folder: Path, series: set[str], timeout_s: float) -> dict[str, 
     return results
 
 
+def summarise(findings: dict[str, object]) -> str:
+    """One line for a findings table: MRI LLN status, WSI slide class, or the JSON."""
+    if "summary" in findings:
+        return str(findings["summary"])
+    if "lln_status" in findings:
+        return (f"LLN {findings['lln_status']}: {findings.get('n_nodes')} node(s), "
+                f"{findings.get('n_positive')} positive")
+    if "class" in findings:
+        return (f"slide class {findings['class']}, largest deposit {findings.get('largest_deposit_mm')} mm, "
+                f"tissue {findings.get('tissue_area_mm2')} mm²")
+    return json.dumps(findings)[:120]
+
+
 def print_findings(results: dict[str, dict[str, object]], series: set[str]) -> None:
     print(f"\n{'SERIES':<66} {'PIPELINE':<14} RESULT")
     for uid in sorted(series):
@@ -167,8 +180,11 @@ def print_findings(results: dict[str, dict[str, object]], series: set[str]) -> N
             continue
         findings = res.get("findings") or {}
         assert isinstance(findings, dict)
-        text = str(findings.get("summary") or json.dumps(findings)[:120])
-        print(f"{uid:<66} {str(res.get('pipeline')):<14} {text}")
+        print(f"{uid:<66} {str(res.get('pipeline')):<14} {summarise(findings)}")
+        for node in findings.get("nodes", []) if isinstance(findings.get("nodes"), list) else []:
+            print(f"{'':<66} {'':<14}   {node.get('tracking_id')}: {node.get('side')} {node.get('station')}, "
+                  f"short {node.get('short_axis_mm')} mm, long {node.get('long_axis_mm')} mm, "
+                  f"{node.get('status')} ({', '.join(node.get('reasons') or []) or 'no positive criterion'})")
 
 
 def replay_command(args: argparse.Namespace) -> int:
