@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from dicomnode.errors import ConfigError
 from dicomnode.inference.manifest import ModelBundle
 from dicomnode.pipelines.base import PipelineContext, PipelineResult
 from dicomnode.pipelines.wsi_config import (
@@ -90,13 +91,15 @@ class WsiTwoStagePipeline:
         self.segmenter_spec = model_spec(bundle, "segmenter")
         self.thresholds = thresholds(bundle)
         patch = self.segmenter_spec.patch_size
-        self.margin = (
-            settings.segmenter_margin if settings.segmenter_margin is not None else patch // 8
-        )
+        self.margin = settings.segmenter_margin if settings.segmenter_margin is not None else patch // 8
         if 2 * self.margin >= patch:
-            raise ValueError(f"'segmenter_margin' {self.margin} leaves no tile centre")
-        assert self.segmenter_spec.output_mpp is not None
-        output_scale(patch, self.segmenter_spec.mpp, self.segmenter_spec.output_mpp, self.margin)
+            raise ConfigError(
+                "settings.segmenter_margin",
+                self.margin,
+                f"must be less than half the segmenter patch ({patch} px)",
+            )
+        self.output_mpp = float(self.segmenter_spec.output_mpp or self.segmenter_spec.mpp)
+        output_scale(patch, self.segmenter_spec.mpp, self.output_mpp, self.margin)
         self.classifier, self.segmenter = classifier, segmenter
 
     def _tissue(self, slide: Slide) -> TissueMap:
@@ -123,12 +126,11 @@ class WsiTwoStagePipeline:
                 workers=s.read_workers,
             )
         selected = gate_cells(cls, self.thresholds.gate_probability, dense=s.dense)
-        assert ss.output_mpp is not None
         with _timed(timings, "segmenter"):
             seg = run_segmenter(
                 slide,
                 self.segmenter,
-                (ss.mpp, ss.patch_size, ss.output_mpp),
+                (ss.mpp, ss.patch_size, self.output_mpp),
                 selected,
                 cls.grid.cell_um,
                 margin=self.margin,

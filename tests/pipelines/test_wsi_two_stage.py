@@ -166,6 +166,7 @@ def test_registry_builds_it(bundle: ModelBundle) -> None:
         ({"dense": "yes"}, "settings.dense"),
         ({"batchsize": 3}, "settings.batchsize"),
         ({"providers": "CPU"}, "settings.providers"),
+        ({"segmenter_margin": 64}, "settings.segmenter_margin"),
     ],
 )
 def test_bad_settings_are_refused(bundle: ModelBundle, settings: dict[str, Any], key: str) -> None:
