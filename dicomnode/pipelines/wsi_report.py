@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 
@@ -53,6 +54,9 @@ class SlideAnalysis:
         Stage results.
     timings
         Seconds per step.
+    thumbnail, thumbnail_mpp
+        RGB image of the whole slide for the preview and its µm/px (``None``: use the
+        tissue detection image).
     deposits
         Filled by :func:`build_result` (largest first).
     """
@@ -63,6 +67,8 @@ class SlideAnalysis:
     classifier: ClassifierResult
     segmenter: SegmenterResult
     timings: dict[str, float] = field(default_factory=dict)
+    thumbnail: np.ndarray | None = None
+    thumbnail_mpp: float = 0.0
     deposits: list[Deposit] = field(default_factory=list)
 
 
@@ -162,18 +168,17 @@ def build_result(
         workers=settings.read_workers,
     )
     ref = slide_reference(a.base, uid("specimen"))
-    sr = build_wsi_sr(
-        ref, seg, _slide_report(a, found, t), bundle, uid, max_deposits=settings.max_sr_deposits
-    )
+    sr = build_wsi_sr(ref, seg, _slide_report(a, found, t), bundle, uid, max_deposits=settings.max_sr_deposits)
     _check_encodes(seg, "SEG")
     _check_encodes(sr, "SR")
     headline = (
         f"{bundle.id} {bundle.version}: class {found['class']}, largest deposit "
         f"{found['largest_deposit_mm']:.2f} mm, {len(a.deposits)} deposit(s)"
     )
+    thumb, thumb_mpp = (a.thumbnail, a.thumbnail_mpp) if a.thumbnail is not None else (a.tissue.thumbnail, a.tissue.mpp)
     preview = render_preview(
-        a.tissue.thumbnail,
-        a.tissue.mpp,
+        thumb,
+        thumb_mpp,
         cell_bands,
         cls.grid.cell_um,
         [d.outline * seg_r.mpp for d in a.deposits],

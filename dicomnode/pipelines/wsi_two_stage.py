@@ -20,6 +20,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from dicomnode.errors import ConfigError
 from dicomnode.inference.manifest import ModelBundle
 from dicomnode.pipelines.base import PipelineContext, PipelineResult
@@ -40,6 +42,8 @@ __all__ = ["WsiTwoStagePipeline", "create"]
 logger = logging.getLogger(__name__)
 
 NAME = "wsi-two-stage"
+#: Longest side of the preview image in pixels.
+PREVIEW_SIDE = 1024
 
 
 @contextmanager
@@ -102,6 +106,15 @@ class WsiTwoStagePipeline:
         output_scale(patch, self.segmenter_spec.mpp, self.output_mpp, self.margin)
         self.classifier, self.segmenter = classifier, segmenter
 
+    def _thumbnail(self, slide: Slide) -> tuple[np.ndarray, float] | None:
+        """A preview image about ``PREVIEW_SIDE`` px on its longest side, if finer than the
+        tissue image."""
+        mpp = max(max(slide.size_um) / PREVIEW_SIDE, slide.mpp)
+        if mpp >= self.settings.tissue_mpp:
+            return None
+        raster = slide.raster(mpp, max_upsample=float("inf"))
+        return slide.read_raster(raster), raster.mpp
+
     def _tissue(self, slide: Slide) -> TissueMap:
         raster = slide.raster(max(self.settings.tissue_mpp, slide.mpp), max_upsample=float("inf"))
         return detect_tissue(slide.read_raster(raster), raster.mpp)
@@ -137,7 +150,12 @@ class WsiTwoStagePipeline:
                 batch_size=s.segmenter_batch_size,
                 workers=s.read_workers,
             )
-        return SlideAnalysis(slide.base, slide.mpp, tissue, cls, seg, timings)
+        with _timed(timings, "thumbnail"):
+            thumb = self._thumbnail(slide)
+        analysis = SlideAnalysis(slide.base, slide.mpp, tissue, cls, seg, timings)
+        if thumb is not None:
+            analysis.thumbnail, analysis.thumbnail_mpp = thumb
+        return analysis
 
     def run(self, files: Sequence[Path], ctx: PipelineContext) -> PipelineResult:
         """Process one slide series; see the module docstring.
