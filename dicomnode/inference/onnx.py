@@ -103,17 +103,14 @@ def _check_graph(path: Path, session: Any, spec: Mapping[str, Any]) -> None:
     if name not in inputs:
         raise ModelError(f"{path.name}: graph has no input '{name}' (inputs: {sorted(inputs)})")
     if spec["output_name"] not in outputs:
-        raise ModelError(
-            f"{path.name}: graph has no output '{spec['output_name']}' (outputs: {outputs})"
-        )
+        raise ModelError(f"{path.name}: graph has no output '{spec['output_name']}' (outputs: {outputs})")
     node = inputs[name]
     if node.type != "tensor(float)":
         raise ModelError(f"{path.name}: input '{name}' is {node.type}, expected tensor(float)")
     shape = list(node.shape)
     want = [None, 3, size, size]
     if len(shape) != 4 or any(
-        isinstance(got, int) and exp is not None and got != exp
-        for got, exp in zip(shape, want, strict=True)
+        isinstance(got, int) and exp is not None and got != exp for got, exp in zip(shape, want, strict=True)
     ):
         raise ModelError(
             f"{path.name}: input '{name}' has shape {shape}, spec expects "
@@ -196,8 +193,7 @@ class OnnxModel:
         size = self.patch_size
         if batch.ndim != 4 or batch.shape[1:] != (size, size, 3):
             raise ModelError(
-                f"{self.path.name}: batch shape {batch.shape} does not match the spec "
-                f"(N, {size}, {size}, 3)"
+                f"{self.path.name}: batch shape {batch.shape} does not match the spec (N, {size}, {size}, 3)"
             )
         x = (batch.astype(np.float32) / np.float32(255.0) - self._spec["mean"]) / self._spec["std"]
         return np.ascontiguousarray(x.transpose(0, 3, 1, 2))

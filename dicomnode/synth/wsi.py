@@ -165,7 +165,8 @@ class SyntheticSlide:
         xs, ys = self._grid(mpp)
         out = self.mask(mpp)
         for blob in self.blobs:
-            out |= blob.inside(xs[None, :], ys[:, None])
+            for r in range(0, ys.size, 512):  # row blocks keep float temporaries small
+                out[r : r + 512] |= blob.inside(xs[None, :], ys[r : r + 512, None])
         return out
 
 
@@ -192,9 +193,7 @@ def _value_noise(xs: np.ndarray, ys: np.ndarray, cell: float, salt: int) -> np.n
     """Smooth noise in [0, 1) on the grid ``ys × xs`` (µm): interpolated lattice values."""
     gx, gy = xs / cell, ys / cell
     ix, iy = np.floor(gx).astype(np.int64), np.floor(gy).astype(np.int64)
-    (val,) = _lattice(
-        int(ix[0]), int(iy[0]), int(iy[-1] - iy[0]) + 2, int(ix[-1] - ix[0]) + 2, salt, 1
-    )
+    (val,) = _lattice(int(ix[0]), int(iy[0]), int(iy[-1] - iy[0]) + 2, int(ix[-1] - ix[0]) + 2, salt, 1)
     fx, fy = gx - ix, gy - iy
     fx, fy = fx * fx * (3 - 2 * fx), fy * fy * (3 - 2 * fy)
     cx, cy = ix - ix[0], iy - iy[0]
@@ -322,9 +321,7 @@ def _random_blobs(rng: np.random.Generator, size_mm: tuple[float, float]) -> tup
     w, h = size_mm
 
     def wobble() -> tuple[tuple[float, float], ...]:
-        return tuple(
-            (float(rng.uniform(0.01, 0.04)), float(rng.uniform(0, 2 * math.pi))) for _ in range(4)
-        )
+        return tuple((float(rng.uniform(0.01, 0.04)), float(rng.uniform(0, 2 * math.pi))) for _ in range(4))
 
     main = _Blob(
         center=(w * float(rng.uniform(0.48, 0.52)), h * float(rng.uniform(0.48, 0.52))),
@@ -350,9 +347,7 @@ def _fits(blob: _Blob, dep: SyntheticDeposit, others: list[SyntheticDeposit]) ->
     pts_x, pts_y = np.append(cx + r * np.cos(ang), cx), np.append(cy + r * np.sin(ang), cy)
     if not bool(np.all(blob.inside(pts_x, pts_y))):
         return False
-    return all(
-        math.dist(dep.center_mm, o.center_mm) > dep.radius_mm + o.radius_mm + 0.15 for o in others
-    )
+    return all(math.dist(dep.center_mm, o.center_mm) > dep.radius_mm + o.radius_mm + 0.15 for o in others)
 
 
 def _random_deposits(rng: np.random.Generator, blob: _Blob) -> list[SyntheticDeposit]:
@@ -475,9 +470,7 @@ def _write_dicom(slide: SyntheticSlide, tile_size: int) -> list[Path]:
         tile_size = property(lambda self: Size(tile_size, tile_size))
         pixel_spacing = property(lambda self: SizeMm(slide.mpp / 1000, slide.mpp / 1000))
         imaged_size = property(
-            lambda self: SizeMm(
-                slide.size_px[0] * slide.mpp / 1000, slide.size_px[1] * slide.mpp / 1000
-            )
+            lambda self: SizeMm(slide.size_px[0] * slide.mpp / 1000, slide.size_px[1] * slide.mpp / 1000)
         )
         samples_per_pixel = property(lambda self: 3)
         photometric_interpretation = property(lambda self: "YBR_FULL_422")
@@ -487,9 +480,7 @@ def _write_dicom(slide: SyntheticSlide, tile_size: int) -> list[Path]:
         lossy_compression = property(lambda self: None)
         transcoder = property(lambda self: None)
 
-        def get_decoded_tile(
-            self, tile: Point, z: float, path: str, cache: bool = True
-        ) -> np.ndarray:
+        def get_decoded_tile(self, tile: Point, z: float, path: str, cache: bool = True) -> np.ndarray:
             x, y = tile.x * tile_size, tile.y * tile_size
             out = np.full((tile_size, tile_size, 3), 255, np.uint8)  # white past the edge
             w, h = min(tile_size, slide.size_px[0] - x), min(tile_size, slide.size_px[1] - y)

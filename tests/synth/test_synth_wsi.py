@@ -67,9 +67,7 @@ def test_pyramid_opens_with_wsidicom(slide: SyntheticSlide) -> None:
     assert str(ds.PatientName) == "SYNTHETIC^SLIDE"
     assert ds.StudyDate and ds.StudyTime
     assert ds.OpticalPathSequence[0].ICCProfile[12:16] == b"scnr"
-    assert ds.SpecimenDescriptionSequence[0].PrimaryAnatomicStructureSequence[0].CodeValue == (
-        "59441001"
-    )
+    assert ds.SpecimenDescriptionSequence[0].PrimaryAnatomicStructureSequence[0].CodeValue == ("59441001")
 
 
 @pytest.mark.skipif(not dciodvfy_available(), reason="dciodvfy (dicom3tools) not installed")
