@@ -11,7 +11,7 @@ import pytest
 from wsidicom import WsiDicom
 
 from dicomnode.outputs.validate import dciodvfy_available, dciodvfy_errors
-from dicomnode.synth.wsi import SyntheticSlide, generate_slide
+from dicomnode.synth.wsi import SyntheticSlide, generate_slide, render_region
 
 DEPOSITS = [(0.45, 0.50, 0.15), (1.0, 0.95, 0.6)]  # an ITC and a micrometastasis
 
@@ -128,3 +128,15 @@ def test_random_set_has_itc_and_micro_and_negative_option(tmp_path: Path) -> Non
 def test_bad_parameters_are_refused(tmp_path: Path, kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         generate_slide(tmp_path / "x", 1, size_mm=(1.0, 1.0), **kwargs)
+
+
+def test_tiles_are_seamless_pure_functions_of_position(slide: SyntheticSlide) -> None:
+    """Rendering a region whole or in pieces gives the same pixels (tile-by-tile writing)."""
+    x, y, w, h = 1100, 900, 300, 200  # crosses the ITC's and the micro's neighbourhood
+    whole = render_region(slide, x, y, w, h)
+    left = render_region(slide, x, y, 117, h)
+    right = render_region(slide, x + 117, y, w - 117, h)
+    assert np.array_equal(whole, np.concatenate([left, right], axis=1))
+    top, bottom = render_region(slide, x, y, w, 61), render_region(slide, x, y + 61, w, h - 61)
+    assert np.array_equal(whole, np.concatenate([top, bottom], axis=0))
+    assert not np.array_equal(whole, render_region(slide, x + 1, y, w, h))
