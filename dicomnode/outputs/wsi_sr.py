@@ -87,9 +87,7 @@ def size_class_code(size_class: str) -> hd.sr.CodedConcept:
     try:
         value, meaning = _SIZE_CLASSES[size_class]
     except KeyError as exc:
-        raise OutputError(
-            f"unknown size class {size_class!r}; use {sorted(_SIZE_CLASSES)}"
-        ) from exc
+        raise OutputError(f"unknown size class {size_class!r}; use {sorted(_SIZE_CLASSES)}") from exc
     return hd.sr.CodedConcept(value, PRIVATE_SCHEME, meaning)
 
 
@@ -121,9 +119,7 @@ def _slide_groups(
     if report.deposits:
         measurements.insert(0, _mm(report.largest_deposit_mm))
     slide = hd.sr.MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(
-            uid=uid("sr.group.slide"), identifier="slide findings"
-        ),
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=uid("sr.group.slide"), identifier="slide findings"),
         finding_type=codes.cid7159.NeoplasmSecondary,
         finding_category=codes.SCT.MorphologicallyAbnormalStructure,
         algorithm_id=algo,
@@ -135,9 +131,7 @@ def _slide_groups(
         ],
     )
     tissue = hd.sr.MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(
-            uid=uid("sr.group.tissue"), identifier="tissue"
-        ),
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=uid("sr.group.tissue"), identifier="tissue"),
         finding_type=codes.SCT.Tissue,
         algorithm_id=algo,
         source_images=source,
@@ -172,6 +166,15 @@ def _deposit_group(
             hd.sr.QualitativeEvaluation(_SIZE_CLASS_NAME, size_class_code(dep.size_class)),
         ],
     )
+
+
+def _reference(ds: Dataset) -> Dataset:
+    """The identifying attributes of ``ds`` (all SR evidence needs; highdicom deep-copies
+    evidence, and a SEG's pixel data would only cost time)."""
+    ref = Dataset()
+    for kw in ("StudyInstanceUID", "SeriesInstanceUID", "SOPClassUID", "SOPInstanceUID"):
+        setattr(ref, kw, getattr(ds, kw))
+    return ref
 
 
 def _observer(bundle: ModelBundle, uid: Callable[[str], str]) -> hd.sr.ObservationContext:
@@ -228,7 +231,7 @@ def build_wsi_sr(
             title=codes.DCM.ImagingMeasurementReport,
         )
         sr = hd.sr.Comprehensive3DSR(
-            evidence=[base, seg],
+            evidence=[base, _reference(seg)],
             content=content,
             series_instance_uid=uid("sr.series"),
             series_number=SR_SERIES_NUMBER,

@@ -31,9 +31,7 @@ pytestmark = pytest.mark.skipif(not WSI.is_dir(), reason="shared WSI test data n
 def report(n_deposits: int) -> SlideReport:
     square = np.array([[800, 480], [1400, 480], [1400, 920], [800, 920], [800, 480]], float)
     deps = [
-        DepositReport(
-            k + 1, 0.3 / (k + 1), 0.06 / (k + 1), "micro" if k == 0 else "itc", square / (k + 1)
-        )
+        DepositReport(k + 1, 0.3 / (k + 1), 0.06 / (k + 1), "micro" if k == 0 else "itc", square / (k + 1))
         for k in range(n_deposits)
     ]
     return SlideReport(
@@ -49,9 +47,7 @@ def report(n_deposits: int) -> SlideReport:
 def build(tmp_path: Path, source: Path, rep: SlideReport) -> tuple[Path, object]:
     base = level0(source)
     tumour, bands = make_inputs(base, 8.0, cell_px=8)
-    seg = build_wsi_seg(
-        SegGeometry(base, spacing_um(base), 8.0), tumour, bands, bundle(), uid, band_limits=BANDS
-    )
+    seg = build_wsi_seg(SegGeometry(base, spacing_um(base), 8.0), tumour, bands, bundle(), uid, band_limits=BANDS)
     ref = slide_reference(base, uid("specimen"))
     sr = build_wsi_sr(ref, seg, rep, bundle(), uid)
     out = tmp_path / "sr.dcm"
@@ -105,3 +101,16 @@ def test_polygon_is_in_slide_coordinates_of_the_source_pixels(tmp_path: Path) ->
 def test_unknown_size_class_is_refused() -> None:
     with pytest.raises(OutputError, match="unknown size class 'huge'"):
         size_class_code("huge")
+
+
+def test_evidence_lists_the_source_and_the_seg(tmp_path: Path) -> None:
+    out, ref = build(tmp_path, CMU_DICOMIZER, report(1))
+    doc = hd.sr.srread(out)
+    listed = {
+        (item.ReferencedSOPClassUID, item.ReferencedSOPInstanceUID)
+        for study in doc.CurrentRequestedProcedureEvidenceSequence
+        for series in study.ReferencedSeriesSequence
+        for item in series.ReferencedSOPSequence
+    }
+    assert (ref.SOPClassUID, ref.SOPInstanceUID) in listed
+    assert ("1.2.840.10008.5.1.4.1.1.66.4", uid("seg.instance")) in listed
