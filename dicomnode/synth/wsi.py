@@ -540,7 +540,7 @@ def generate_slide(
     Parameters
     ----------
     folder
-        Output folder (created; should be empty or new).
+        Output folder (created; must be new or empty).
     seed
         Everything (tissue shape, deposits when not given, texture, UIDs) follows from it.
     size_mm
@@ -579,6 +579,8 @@ def generate_slide(
             raise ValueError(f"'deposits': centre {dep.center_mm} lies outside {size_mm} mm")
     size_px = (round(size_mm[0] * 1000 / mpp), round(size_mm[1] * 1000 / mpp))
     folder = Path(folder)
+    if folder.exists() and any(folder.iterdir()):
+        raise ValueError(f"'folder' {folder} is not empty: a slide needs a folder of its own")
     folder.mkdir(parents=True, exist_ok=True)
     slide = SyntheticSlide(folder, [], mpp, size_px, placed, seed=seed, blobs=blobs)
     files = _write_dicom(slide, tile_size)

@@ -130,6 +130,11 @@ def test_bad_parameters_are_refused(tmp_path: Path, kwargs: dict, match: str) ->
         generate_slide(tmp_path / "x", 1, size_mm=(1.0, 1.0), **kwargs)
 
 
+def test_non_empty_folder_is_refused(slide: SyntheticSlide) -> None:
+    with pytest.raises(ValueError, match="'folder' .* is not empty"):
+        generate_slide(slide.folder, 12, size_mm=(1.0, 1.0))
+
+
 def test_tiles_are_seamless_pure_functions_of_position(slide: SyntheticSlide) -> None:
     """Rendering a region whole or in pieces gives the same pixels (tile-by-tile writing)."""
     x, y, w, h = 1100, 900, 300, 200  # crosses the ITC's and the micro's neighbourhood
