@@ -568,6 +568,9 @@ def generate_slide(
         raise ValueError(f"'size_mm' {size_mm} and 'mpp' {mpp} must be positive")
     if tile_size < 16 or tile_size % 16:
         raise ValueError(f"'tile_size' must be a multiple of 16, got {tile_size}")
+    folder = Path(folder)
+    if folder.exists() and any(folder.iterdir()):
+        raise ValueError(f"'folder' {folder} is not empty: a slide needs a folder of its own")
     rng = np.random.default_rng(seed)
     blobs = _random_blobs(rng, size_mm)
     if deposits is None:
@@ -578,9 +581,6 @@ def generate_slide(
         if not (0 <= dep.center_mm[0] <= size_mm[0] and 0 <= dep.center_mm[1] <= size_mm[1]):
             raise ValueError(f"'deposits': centre {dep.center_mm} lies outside {size_mm} mm")
     size_px = (round(size_mm[0] * 1000 / mpp), round(size_mm[1] * 1000 / mpp))
-    folder = Path(folder)
-    if folder.exists() and any(folder.iterdir()):
-        raise ValueError(f"'folder' {folder} is not empty: a slide needs a folder of its own")
     folder.mkdir(parents=True, exist_ok=True)
     slide = SyntheticSlide(folder, [], mpp, size_px, placed, seed=seed, blobs=blobs)
     files = _write_dicom(slide, tile_size)
