@@ -186,6 +186,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eval-negative-seeds", type=int, nargs="*", default=[2005, 2007, 2008])
     p.add_argument("--size-mm", type=float, default=3.0, help="slide edge in mm")
     p.add_argument("--epochs", type=int, default=3, help="classifier epochs (segmenter: +2)")
+    p.add_argument("--card-only", action="store_true", help="only rewrite MODEL_CARD.md from metrics.json")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1: shared CPUs)")
     return p.parse_args(argv)
 
@@ -200,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
+    if args.card_only:
+        write_card(args.out, json.loads((args.out / "metrics.json").read_text()), CLASSIFIER, SEGMENTER, THRESHOLDS)
+        return 0
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     train = _slides(args.work, args.train_seeds, args.train_negative_seeds, args.size_mm)
