@@ -163,3 +163,16 @@ def test_corrupt_frame_is_a_pipeline_error(tmp_path: Path) -> None:
         raster = slide.raster(slide.mpp)
         with pytest.raises(PipelineError, match="cannot read/decode slide level 0 region"):
             slide.read_raster(raster)
+
+
+def test_tissue_on_the_camelyon_lymph_node_sections() -> None:
+    from scipy import ndimage
+
+    with open_slide(files(WSI / "ezwsi-camelyon")) as slide:
+        raster = slide.raster(8.0, max_upsample=float("inf"))  # the slide is 29 µm/px
+        tissue = detect_tissue(slide.read_raster(raster), raster.mpp)
+    labels, count = ndimage.label(tissue.mask)
+    sizes = np.sort(np.bincount(labels.ravel())[1:])[::-1] * (raster.mpp / 1000) ** 2
+    # two H&E sections, each cut as a large and a smaller piece: four pieces > 10 mm²
+    assert (sizes > 10).sum() == 4
+    assert 0.15 < tissue.mask.mean() < 0.3
