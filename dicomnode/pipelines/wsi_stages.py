@@ -65,7 +65,7 @@ class SegmenterResult:
     Attributes
     ----------
     prob
-        float32 probability mask at ``mpp``; pixel (0, 0) starts at the slide origin.
+        float16 probability mask at ``mpp``; pixel (0, 0) starts at the slide origin.
     mpp
         Effective µm/px of ``prob``.
     tiles
@@ -180,7 +180,8 @@ def run_segmenter(
     out_px, keep0 = int(patch * scale), int(margin * scale)
     step = grid.stride * scale
     rows, cols = int(np.ceil(grid.raster.height * scale)), int(np.ceil(grid.raster.width * scale))
-    prob = np.zeros((rows, cols), np.float32)
+    # float16 (resolution 0.0005 near 1) halves the largest array of a big slide
+    prob = np.zeros((rows, cols), np.float16)
     tiles = select_tiles(selected, cell_um, grid.cell_um, grid.shape)
 
     def sink(cells: Sequence[Cell], out: np.ndarray) -> None:
