@@ -23,12 +23,25 @@ from __future__ import annotations
 import datetime
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import ImageCms
+from pydicom.sr.codedict import codes
+from pydicom.uid import UID, JPEGBaseline8Bit
+from wsidicom import ImageData, WsiDicom
+from wsidicom import metadata as md
+from wsidicom.codec import Encoder, JpegSettings
+from wsidicom.conceptcode import IlluminationCode, IlluminationColorCode, SpecimenStainsCode
+from wsidicom.geometry import Point, Size, SizeMm
+from wsidicom.instance import WsiInstance
+from wsidicom.metadata import ImageType
+from wsidicom.metadata.schema.dicom import WsiMetadataDicomSchema
+from wsidicom.metadata.uid_generator import CallableUidGenerator
+from wsidicom.source import Source
 
 from dicomnode.dicom.uids import derive_uid
 
@@ -376,35 +389,36 @@ def _random_deposits(rng: np.random.Generator, blob: _Blob) -> list[SyntheticDep
 
 def _icc_profile() -> bytes:
     """sRGB ICC profile with the input-device class DICOM asks for (PS3.3 C.11.15.1.1)."""
-    from PIL import ImageCms
-
     icc = bytearray(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
     if not any(icc[84:100]):  # no profile ID (MD5) to invalidate by patching the header
         icc[12:16] = b"scnr"
     return bytes(icc)
 
 
-def _metadata(seed: int, uid: Callable[[str], str]) -> Any:
-    """wsidicom metadata of a synthetic H&E lymph-node slide; UIDs derived from the seed."""
-    from pydicom.sr.codedict import codes
-    from pydicom.uid import UID
-    from wsidicom import metadata as md
-    from wsidicom.conceptcode import IlluminationCode, IlluminationColorCode, SpecimenStainsCode
+def _uid(seed: int, *parts: str) -> UID:
+    """A UID that depends only on the seed and ``parts``."""
+    return UID(derive_uid("dicomnode.synth.wsi", str(seed), *parts))
 
-    when = datetime.datetime(2026, 1, 1, 12, 0, 0)
+
+def _specimen(seed: int) -> tuple[md.Staining, md.SlideSample]:
+    """H&E staining and the lymph-node sample on the slide."""
     stain = md.Staining(
-        substances=[
-            SpecimenStainsCode("hematoxylin stain"),
-            SpecimenStainsCode("water soluble eosin stain"),
-        ]
+        substances=[SpecimenStainsCode("hematoxylin stain"), SpecimenStainsCode("water soluble eosin stain")]
     )
     sample = md.SlideSample(
         identifier=f"SYNTH-SPECIMEN-{seed}",
-        uid=UID(uid("specimen")),
+        uid=_uid(seed, "specimen"),
         anatomical_sites=[codes.SCT.LymphNode],
         steps=[stain],
         short_description="Synthetic lymph node section",
     )
+    return stain, sample
+
+
+def _metadata(seed: int) -> md.WsiMetadata:
+    """wsidicom metadata of a synthetic H&E lymph-node slide; UIDs derived from the seed."""
+    when = datetime.datetime(2026, 1, 1, 12, 0, 0)
+    stain, sample = _specimen(seed)
     optical = md.OpticalPath(
         identifier="1",
         description="Brightfield",
@@ -415,7 +429,7 @@ def _metadata(seed: int, uid: Callable[[str], str]) -> Any:
     )
     return md.WsiMetadata(
         study=md.Study(
-            uid=UID(uid("study")),
+            uid=_uid(seed, "study"),
             identifier=f"SYN{seed}",
             date=when.date(),
             time=when.time(),
@@ -423,7 +437,7 @@ def _metadata(seed: int, uid: Callable[[str], str]) -> Any:
             referring_physician_name="",
             description="Synthetic WSI",
         ),
-        series=md.Series(uid=UID(uid("series")), number=1, description="H&E (synthetic)"),
+        series=md.Series(uid=_uid(seed, "series"), number=1, description="H&E (synthetic)"),
         patient=md.Patient(name="SYNTHETIC^SLIDE", identifier=f"SYNTH-{seed}"),
         equipment=md.Equipment(
             manufacturer="dicomnode",
@@ -435,90 +449,87 @@ def _metadata(seed: int, uid: Callable[[str], str]) -> Any:
         pyramid=md.Pyramid(
             image=md.Image(acquisition_datetime=when, content_datetime=when),
             optical_paths=[optical],
-            uid=UID(uid("pyramid")),
+            uid=_uid(seed, "pyramid"),
             description="Synthetic pyramid",
         ),
         label=md.Label(),
-        frame_of_reference_uid=UID(uid("frame-of-reference")),
-        dimension_organization_uids=[UID(uid("dimension-organization"))],
+        frame_of_reference_uid=_uid(seed, "frame-of-reference"),
+        dimension_organization_uids=[_uid(seed, "dimension-organization")],
     )
+
+
+class _SlideTiles(ImageData):  # type: ignore[misc]
+    """Level-0 tiles of a synthetic slide, rendered and JPEG-encoded when wsidicom asks."""
+
+    def __init__(self, slide: SyntheticSlide, tile_size: int) -> None:
+        super().__init__(Encoder.create_for_settings(JpegSettings(quality=90)))
+        self._slide, self._tile = slide, tile_size
+
+    transfer_syntax = property(lambda self: JPEGBaseline8Bit)
+    image_size = property(lambda self: Size(*self._slide.size_px))
+    tile_size = property(lambda self: Size(self._tile, self._tile))
+    pixel_spacing = property(lambda self: SizeMm(self._slide.mpp / 1000, self._slide.mpp / 1000))
+    imaged_size = property(lambda self: SizeMm(*(n * self._slide.mpp / 1000 for n in self._slide.size_px)))
+    samples_per_pixel = property(lambda self: 3)
+    photometric_interpretation = property(lambda self: "YBR_FULL_422")
+    bits = property(lambda self: 8)
+    image_coordinate_system = property(lambda self: None)
+    thread_safe = property(lambda self: True)
+    lossy_compression = property(lambda self: None)
+    transcoder = property(lambda self: None)
+
+    def get_decoded_tile(self, tile: Point, z: float, path: str, cache: bool = True) -> np.ndarray:
+        """Render one tile; pixels past the image edge are white."""
+        t, (width, height) = self._tile, self._slide.size_px
+        x, y = tile.x * t, tile.y * t
+        out = np.full((t, t, 3), 255, np.uint8)
+        w, h = min(t, width - x), min(t, height - y)
+        out[:h, :w] = render_region(self._slide, x, y, w, h)
+        return out
+
+    def get_encoded_tile(self, tile: Point, z: float, path: str) -> bytes:
+        """Render and JPEG-encode one tile."""
+        return bytes(self.encoder.encode(self.get_decoded_tile(tile, z, path)))
+
+
+class _SlideSource(Source):  # type: ignore[misc]
+    """A wsidicom source with one level-0 VOLUME instance (wsidicom adds the pyramid)."""
+
+    def __init__(self, slide: SyntheticSlide, tile_size: int) -> None:
+        super().__init__()
+        ds = WsiMetadataDicomSchema().dump(_metadata(slide.seed), ImageType.VOLUME, True)
+        self._level0 = WsiInstance.create_instance(_SlideTiles(slide, tile_size), ds, ImageType.VOLUME, 0)
+
+    base_dataset = property(lambda self: self._level0.dataset)
+    level_instances = property(lambda self: [self._level0])
+    label_instances = property(lambda self: [])
+    overview_instances = property(lambda self: [])
+    thumbnail_instances = property(lambda self: [])
+    annotation_instances = property(lambda self: [])
+
+    def close(self) -> None:
+        """Nothing to release: tiles are rendered, not read."""
+
+
+class _SeededUids(CallableUidGenerator):  # type: ignore[misc]
+    """SOP Instance UIDs from the seed and the level's size, not from a random source."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__()
+        self._seed = seed
+
+    def sop_uid(self, dataset: Any) -> UID:
+        """UID of one pyramid level's instance."""
+        size = f"{dataset.TotalPixelMatrixColumns}x{dataset.TotalPixelMatrixRows}"
+        return _uid(self._seed, "sop", size, "\\".join(dataset.ImageType))
 
 
 def _write_dicom(slide: SyntheticSlide, tile_size: int) -> list[Path]:
     """Write the slide's pyramid with wsidicom; level 0 is rendered tile by tile on demand."""
-    from pydicom.uid import UID, JPEGBaseline8Bit
-    from wsidicom import ImageData, WsiDicom
-    from wsidicom.codec import Encoder, JpegSettings
-    from wsidicom.geometry import Point, Size, SizeMm
-    from wsidicom.instance import WsiInstance
-    from wsidicom.metadata import ImageType
-    from wsidicom.metadata.schema.dicom import WsiMetadataDicomSchema
-    from wsidicom.metadata.uid_generator import CallableUidGenerator
-    from wsidicom.source import Source
-
-    def uid(*parts: str) -> str:
-        return derive_uid("dicomnode.synth.wsi", str(slide.seed), *parts)
-
-    class SlideTiles(ImageData):  # type: ignore[misc]
-        """Level-0 tiles of ``slide``, rendered and JPEG-encoded when asked for."""
-
-        def __init__(self) -> None:
-            super().__init__(Encoder.create_for_settings(JpegSettings(quality=90)))
-
-        transfer_syntax = property(lambda self: JPEGBaseline8Bit)
-        image_size = property(lambda self: Size(*slide.size_px))
-        tile_size = property(lambda self: Size(tile_size, tile_size))
-        pixel_spacing = property(lambda self: SizeMm(slide.mpp / 1000, slide.mpp / 1000))
-        imaged_size = property(
-            lambda self: SizeMm(slide.size_px[0] * slide.mpp / 1000, slide.size_px[1] * slide.mpp / 1000)
-        )
-        samples_per_pixel = property(lambda self: 3)
-        photometric_interpretation = property(lambda self: "YBR_FULL_422")
-        bits = property(lambda self: 8)
-        image_coordinate_system = property(lambda self: None)
-        thread_safe = property(lambda self: True)
-        lossy_compression = property(lambda self: None)
-        transcoder = property(lambda self: None)
-
-        def get_decoded_tile(self, tile: Point, z: float, path: str, cache: bool = True) -> np.ndarray:
-            x, y = tile.x * tile_size, tile.y * tile_size
-            out = np.full((tile_size, tile_size, 3), 255, np.uint8)  # white past the edge
-            w, h = min(tile_size, slide.size_px[0] - x), min(tile_size, slide.size_px[1] - y)
-            out[:h, :w] = render_region(slide, x, y, w, h)
-            return out
-
-        def get_encoded_tile(self, tile: Point, z: float, path: str) -> bytes:
-            return bytes(self.encoder.encode(self.get_decoded_tile(tile, z, path)))
-
-    class SlideSource(Source):  # type: ignore[misc]
-        """A wsidicom source with one level-0 VOLUME instance."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            ds = WsiMetadataDicomSchema().dump(_metadata(slide.seed, uid), ImageType.VOLUME, True)
-            self._level0 = WsiInstance.create_instance(SlideTiles(), ds, ImageType.VOLUME, 0)
-
-        base_dataset = property(lambda self: self._level0.dataset)
-        level_instances = property(lambda self: [self._level0])
-        label_instances = property(lambda self: [])
-        overview_instances = property(lambda self: [])
-        thumbnail_instances = property(lambda self: [])
-        annotation_instances = property(lambda self: [])
-
-        def close(self) -> None:
-            """Nothing to release: tiles are rendered, not read."""
-
-    class SeededUids(CallableUidGenerator):  # type: ignore[misc]
-        """SOP Instance UIDs from the seed and the level's size, not from a random source."""
-
-        def sop_uid(self, dataset: Any) -> UID:
-            size = f"{dataset.TotalPixelMatrixColumns}x{dataset.TotalPixelMatrixRows}"
-            return UID(uid("sop", size, "\\".join(dataset.ImageType)))
-
-    with WsiDicom(SlideSource()) as wsi:
+    with WsiDicom(_SlideSource(slide, tile_size)) as wsi:
         files = wsi.save(
             slide.folder,
-            uid_generator=SeededUids(),
+            uid_generator=_SeededUids(slide.seed),
             add_missing_levels=True,
             workers=2,
             include_labels=False,
