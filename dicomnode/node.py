@@ -6,6 +6,7 @@ them from one :class:`~dicomnode.config.Config` and rebuilds state from the spoo
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -155,27 +156,26 @@ class Node:
                              "; ".join(f"{n}: {why}" for n, _, why in trace))
                     return
                 job_id = self.spool.new_job_id(series_uid)
-                self.spool.move_series(series_uid, job_id)
+                record = self._job_record(job_id, route, headers, len(list(folder.glob("*.dcm"))))
+                self.spool.create_job(series_uid, job_id, record)
                 log.info("series %s complete (%s) → route %s, job %s", series_uid, reason, route.name, job_id)
-        self._create_job(job_id, route, headers)
+        self._enqueue(job_id, record)
 
-    def _create_job(self, job_id: str, route: Route, headers: dict[str, Any]) -> None:
+    def _job_record(self, job_id: str, route: Route, headers: dict[str, Any], instances: int) -> dict[str, Any]:
         model = self.config.models[route.model]
-        instances = len(list((self.spool.job_dir(job_id) / "input").glob("*.dcm")))
         problem = self.route_problems.get(route.name, "")
-        version = ""
-        if not problem:
-            version = load_bundle(model.path, verify=False).version
-        record = {"job_id": job_id, "state": "failed" if problem else "queued", "route": route.name,
-                  "pipeline": route.pipeline, "model": route.model, "model_path": str(Path(model.path).resolve()),
-                  "model_version": version, "study_uid": headers.get("StudyInstanceUID", ""),
-                  "series_uid": headers.get("SeriesInstanceUID", ""), "instances": instances,
-                  "created": time.time(), "runs": 0,
-                  "error": f"route {route.name} disabled: {problem}" if problem else "",
-                  "destinations": {d: {"state": "pending", "attempts": 0, "last_error": "", "next_at": 0.0}
-                                   for d in route.destinations}}
-        self.spool.write_job(job_id, record)
-        if problem:
+        version = "" if problem else load_bundle(model.path, verify=False).version
+        return {"job_id": job_id, "state": "failed" if problem else "queued", "route": route.name,
+                "pipeline": route.pipeline, "model": route.model, "model_path": str(Path(model.path).resolve()),
+                "model_version": version, "study_uid": headers.get("StudyInstanceUID", ""),
+                "series_uid": headers.get("SeriesInstanceUID", ""), "instances": instances,
+                "created": time.time(), "runs": 0,
+                "error": f"route {route.name} disabled: {problem}" if problem else "",
+                "destinations": {d: {"state": "pending", "attempts": 0, "last_error": "", "next_at": 0.0}
+                                 for d in route.destinations}}
+
+    def _enqueue(self, job_id: str, record: dict[str, Any]) -> None:
+        if record["state"] == "failed":
             self.dispatcher.add(job_id)
         else:
             self.worker.submit(job_id)
@@ -194,11 +194,9 @@ class Node:
             log.info("series %s: %d instances restored from the spool, still assembling", series_uid, len(files))
 
     def _restore_jobs(self) -> None:
+        for job_id in self.spool.staged_jobs():
+            self._rebuild_job(job_id)
         for job_id in self.spool.job_ids():
-            job_dir = self.spool.job_dir(job_id)
-            if not (job_dir / "job.json").exists():
-                self._rebuild_job(job_id)
-                continue
             with self.spool.job_lock(job_id):
                 record = self.spool.read_job(job_id)
                 if record.get("state") == "running":
@@ -211,15 +209,23 @@ class Node:
                 self.dispatcher.add(job_id)
 
     def _rebuild_job(self, job_id: str) -> None:
-        """A crash between moving a series and writing job.json: route it again."""
-        job_dir = self.spool.job_dir(job_id)
-        if not (job_dir / "input" / "series.json").exists():
-            shutil.rmtree(job_dir, ignore_errors=True)
+        """A crash inside :meth:`Spool.create_job`: finish it, or put the series back."""
+        staging = self.spool.staging_dir(job_id)
+        if (staging / "job.json").exists():
+            record = json.loads((staging / "job.json").read_text())
+        elif (staging / "input" / "series.json").exists():
+            headers = self.spool.series_record(staging / "input")["headers"]
+            route, _ = first_match(self.config.routes, headers)
+            if route is None:
+                os.replace(staging / "input", self.spool.root / "unmatched" / job_id)
+                shutil.rmtree(staging, ignore_errors=True)
+                return
+            record = self._job_record(job_id, route, headers, len(list((staging / "input").glob("*.dcm"))))
+        else:
+            shutil.rmtree(staging, ignore_errors=True)
             return
-        headers = self.spool.series_record(job_dir / "input")["headers"]
-        route, _ = first_match(self.config.routes, headers)
-        if route is not None:
-            self._create_job(job_id, route, headers)
+        self.spool.create_job(None, job_id, record)
+        log.warning("job %s: finished creating it after a crash", job_id)  # queued by _restore_jobs
 
     # -- observability ------------------------------------------------------------------
     def job_states(self) -> dict[str, int]:

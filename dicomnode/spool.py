@@ -6,6 +6,7 @@ Layout under ``spool.path`` (every folder 0700)::
     incoming/<series_uid>/        a series still assembling
         series.json               routing headers + first arrival (written once)
         <sop_instance_uid>.dcm    instances exactly as received
+    jobs/.<job_id>.new/           a job being created (published by one rename)
     jobs/<job_id>/                a completed series and everything done with it
         input/                    the series folder, moved here by one rename
         job.json                  state, route, attempts, errors (atomic rewrite)
@@ -156,15 +157,32 @@ class Spool:
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
         return f"{stamp}-{uuid.uuid4().hex[:8]}"
 
-    def move_series(self, series_uid: str, job_id: str) -> Path:
-        """Move ``incoming/<series>`` to ``jobs/<job_id>/input`` in one rename."""
-        job_dir = self.root / "jobs" / job_id
-        job_dir.mkdir(mode=0o700)
-        (job_dir / "outputs").mkdir(mode=0o700)
-        os.replace(self.incoming_dir(series_uid), job_dir / "input")
-        fsync_dir(job_dir)
-        fsync_dir(self.root / "incoming")
-        return job_dir
+    def create_job(self, series_uid: str | None, job_id: str, record: dict[str, Any]) -> Path:
+        """Turn ``incoming/<series>`` into ``jobs/<job_id>`` with its ``job.json``, atomically.
+
+        The job is assembled in a hidden ``jobs/.<job_id>.new`` folder (input moved in by
+        one rename, job.json written) and published by a final rename, so readers never
+        see a job without its record. ``series_uid=None`` publishes a half-made job found
+        at start (its input is already inside).
+        """
+        staging = self.root / "jobs" / f".{job_id}.new"
+        staging.mkdir(mode=0o700, exist_ok=True)
+        (staging / "outputs").mkdir(mode=0o700, exist_ok=True)
+        if series_uid is not None:
+            os.replace(self.incoming_dir(series_uid), staging / "input")
+            fsync_dir(self.root / "incoming")
+        record["updated"] = time.time()
+        atomic_write(staging / "job.json", json.dumps(record, indent=1).encode())
+        os.replace(staging, self.job_dir(job_id))
+        fsync_dir(self.root / "jobs")
+        return self.job_dir(job_id)
+
+    def staged_jobs(self) -> list[str]:
+        """Job ids of half-made jobs (a crash during :meth:`create_job`)."""
+        return sorted(p.name[1:-4] for p in (self.root / "jobs").glob(".*.new") if p.is_dir())
+
+    def staging_dir(self, job_id: str) -> Path:
+        return self.root / "jobs" / f".{job_id}.new"
 
     def move_unmatched(self, series_uid: str) -> Path:
         """Move an unrouted series to ``unmatched/`` (kept until retention expires)."""
@@ -180,7 +198,7 @@ class Spool:
         return self.root / "jobs" / job_id
 
     def job_ids(self) -> list[str]:
-        return sorted(p.name for p in (self.root / "jobs").iterdir() if p.is_dir())
+        return sorted(p.name for p in (self.root / "jobs").iterdir() if p.is_dir() and not p.name.startswith("."))
 
     def read_job(self, job_id: str) -> dict[str, Any]:
         path = self.job_dir(job_id) / "job.json"

@@ -10,8 +10,8 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import json
-import signal
 import logging
+import signal
 import time
 import traceback
 from multiprocessing.connection import Connection

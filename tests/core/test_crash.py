@@ -154,3 +154,31 @@ def test_spool_expiry_removes_old_unmatched_and_done(tmp_path):
     fresh.mkdir()
     assert spool.expire(7 * 86400) == 1
     assert not old.exists() and fresh.exists()
+
+
+def test_half_created_job_is_finished_at_start(tmp_path, plumbing_bundle):
+    """A crash between moving a series into a job and publishing it: the restart finishes it."""
+    import shutil
+
+    from conftest import running_node
+
+    config = _config(tmp_path, plumbing_bundle(), free_port())
+    spool = Spool(tmp_path / "spool")
+    files = mr_series(tmp_path / "in", 3, seed="staged")
+    staging = spool.staging_dir("20260101T000000-deadbeef")
+    (staging / "input").mkdir(parents=True)
+    for path in files:
+        shutil.copy(path, staging / "input" / f"{pydicom.dcmread(path).SOPInstanceUID}.dcm")
+    headers = {"Modality": "MR", "StudyInstanceUID": pydicom.dcmread(files[0]).StudyInstanceUID,
+               "SeriesInstanceUID": pydicom.dcmread(files[0]).SeriesInstanceUID}
+    (staging / "input" / "series.json").write_text(__import__("json").dumps({"headers": headers, "first_seen": 0}))
+    assert spool.job_ids() == []
+    with pacs(port=yaml_port(config)) as scp, running_node(config):
+        wait_for(lambda: _states(spool) == ["done"], timeout=60)
+        assert len(scp.stored) == 1
+    assert spool.staged_jobs() == []
+
+
+def yaml_port(config) -> int:
+    import yaml
+    return yaml.safe_load(config.read_text())["destinations"]["pacs"]["port"]
