@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import highdicom as hd
 import numpy as np
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import JPEG2000Lossless
 
@@ -103,7 +103,7 @@ def slide_reference(base: Dataset, specimen_uid: str) -> Dataset:
     """
     ref = Dataset()
     ref.update(base)
-    ref.file_meta = getattr(base, "file_meta", Dataset())
+    ref.file_meta = getattr(base, "file_meta", FileMetaDataset())
     missing = [kw for kw in _TYPE2_COPIED if kw not in ref]
     if missing:
         logger.warning("source lacks Type 2 attribute(s) %s; writing them empty", missing)
@@ -149,9 +149,7 @@ def band_masks(prob: np.ndarray, classified: np.ndarray, bands: Sequence[float])
     return np.stack([p > hi, (p > mid) & (p <= hi), (p >= lo) & (p <= mid)])
 
 
-def to_output_grid(
-    cells: np.ndarray, cell_um: float, mpp: float, shape: tuple[int, int]
-) -> np.ndarray:
+def to_output_grid(cells: np.ndarray, cell_um: float, mpp: float, shape: tuple[int, int]) -> np.ndarray:
     """Paint a patch-grid array onto a finer output grid (nearest by pixel centre)."""
     ri = ((np.arange(shape[0]) + 0.5) * mpp // cell_um).astype(int)
     ci = ((np.arange(shape[1]) + 0.5) * mpp // cell_um).astype(int)
@@ -267,9 +265,7 @@ def build_wsi_seg(
             transfer_syntax_uid=JPEG2000Lossless,
             tile_pixel_array=True,
             tile_size=(256, 256),
-            pixel_measures=hd.PixelMeasuresSequence(
-                pixel_spacing=[spacing, spacing], slice_thickness=thickness
-            ),
+            pixel_measures=hd.PixelMeasuresSequence(pixel_spacing=[spacing, spacing], slice_thickness=thickness),
             plane_positions=[_plane_position(geometry, ref)],
             series_description=series_description(bundle, "WSI metastasis SEG"),
             content_label="METASTASIS",

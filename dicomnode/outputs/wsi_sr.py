@@ -222,7 +222,9 @@ def build_wsi_sr(
     """
     algo = hd.sr.AlgorithmIdentification(name=bundle.id, version=bundle.version)
     try:
-        groups: list[object] = [*_slide_groups(report, base, algo, uid)]
+        groups: list[
+            hd.sr.MeasurementsAndQualitativeEvaluations | hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations
+        ] = [*_slide_groups(report, base, algo, uid)]
         groups += [_deposit_group(d, base, algo, uid) for d in report.deposits[:max_deposits]]
         content = hd.sr.MeasurementReport(
             observation_context=_observer(bundle, uid),

@@ -77,9 +77,7 @@ def model_spec(bundle: ModelBundle, name: str) -> ModelSpec:
     if patch != int(patch):
         raise ModelError(f"model '{bundle.id}': {where}.patch_size must be an integer")
     output = _number(section, "output_mpp", where) if name == "segmenter" else None
-    return ModelSpec(
-        section, str(section["file"]), _number(section, "mpp", where), int(patch), output
-    )
+    return ModelSpec(section, str(section["file"]), _number(section, "mpp", where), int(patch), output)
 
 
 def thresholds(bundle: ModelBundle) -> Thresholds:
@@ -101,14 +99,11 @@ def thresholds(bundle: ModelBundle) -> Thresholds:
         or not 0 < bands[0] < bands[1] < bands[2] < 1
     ):
         raise ModelError(
-            f"model '{bundle.id}': thresholds.heatmap_bands must be three "
-            f"increasing probabilities, got {bands!r}"
+            f"model '{bundle.id}': thresholds.heatmap_bands must be three increasing probabilities, got {bands!r}"
         )
     if any(p >= 1 for p in probs.values()) or sizes["itc_max_mm"] >= sizes["micro_max_mm"]:
         raise ModelError(f"model '{bundle.id}': thresholds out of range: {dict(t)}")
-    return Thresholds(
-        **probs, **sizes, heatmap_bands=(float(bands[0]), float(bands[1]), float(bands[2]))
-    )
+    return Thresholds(**probs, **sizes, heatmap_bands=(float(bands[0]), float(bands[1]), float(bands[2])))
 
 
 @dataclass(frozen=True)

@@ -61,9 +61,7 @@ def max_feret_px(mask: np.ndarray) -> float:
         try:
             pts = pts[ConvexHull(pts).vertices]
         except QhullError:  # collinear: the extremes along each axis hold the diameter
-            pts = pts[
-                [pts[:, 0].argmin(), pts[:, 0].argmax(), pts[:, 1].argmin(), pts[:, 1].argmax()]
-            ]
+            pts = pts[[pts[:, 0].argmin(), pts[:, 0].argmax(), pts[:, 1].argmin(), pts[:, 1].argmax()]]
     diff = pts[:, None, :] - pts[None, :, :]
     return float(np.sqrt((diff**2).sum(-1)).max()) + 1.0
 
@@ -75,9 +73,9 @@ def outline_px(mask: np.ndarray) -> np.ndarray:
     inside and outside pixel centres), simplified within a quarter pixel.
     """
     padded = np.pad(mask.astype(np.float32), 1)
-    contours = find_contours(padded, 0.5)
+    contours = find_contours(padded, 0.5)  # type: ignore[no-untyped-call]
     ring = max(contours, key=len)
-    ring = approximate_polygon(ring, tolerance=0.25)
+    ring = approximate_polygon(ring, tolerance=0.25)  # type: ignore[no-untyped-call]
     if not np.array_equal(ring[0], ring[-1]):
         ring = np.vstack([ring, ring[:1]])
     # (row, col) of padded pixel centres -> (x, y) edges of the unpadded mask

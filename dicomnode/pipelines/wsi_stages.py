@@ -11,6 +11,7 @@ are kept, so the mask has no seams from tile borders; the centres tile the slide
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -101,7 +102,7 @@ def run_classifier(
         rows, cols = zip(*cells, strict=True)
         prob[list(rows), list(cols)] = values
 
-    cells = [tuple(map(int, rc)) for rc in np.argwhere(classified)]
+    cells: list[Cell] = [(int(r), int(c)) for r, c in np.argwhere(classified)]
     stats = predict_cells(slide, grid, cells, model, sink, batch_size=batch_size, workers=workers)
     logger.info(
         "classifier: %d patches at %.3f µm/px, max p %.3f",
@@ -124,9 +125,7 @@ def gate_cells(result: ClassifierResult, gate: float, *, dense: bool = False) ->
     return np.asarray(ndimage.binary_dilation(gated, np.ones((3, 3), bool)))
 
 
-def select_tiles(
-    selected: np.ndarray, cell_um: float, tile_um: float, shape: tuple[int, int]
-) -> list[Cell]:
+def select_tiles(selected: np.ndarray, cell_um: float, tile_um: float, shape: tuple[int, int]) -> list[Cell]:
     """Tiles of a ``tile_um`` grid whose area overlaps a selected ``cell_um`` cell."""
     csum = np.pad(selected.astype(np.int64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
 
@@ -179,7 +178,8 @@ def run_segmenter(
     grid = PatchGrid(slide.raster(mpp), patch, patch - 2 * margin, margin)
     out_px, keep0 = int(patch * scale), int(margin * scale)
     step = grid.stride * scale
-    rows, cols = int(np.ceil(grid.raster.height * scale)), int(np.ceil(grid.raster.width * scale))
+    rows = math.ceil(grid.raster.height * scale)
+    cols = math.ceil(grid.raster.width * scale)
     # float16 (resolution 0.0005 near 1) halves the largest array of a big slide
     prob = np.zeros((rows, cols), np.float16)
     tiles = select_tiles(selected, cell_um, grid.cell_um, grid.shape)
