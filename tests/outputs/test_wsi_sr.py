@@ -8,12 +8,7 @@ import highdicom as hd
 import numpy as np
 import pytest
 from pydicom.sr.codedict import codes
-
-from dicomnode.errors import OutputError
-from dicomnode.outputs.validate import dciodvfy_available, dciodvfy_errors
-from dicomnode.outputs.wsi_seg import SegGeometry, build_wsi_seg, slide_reference
-from dicomnode.outputs.wsi_sr import DepositReport, SlideReport, build_wsi_sr, size_class_code
-from tests.outputs.test_wsi_seg import (
+from test_wsi_seg import (
     BANDS,
     CMU_DICOMIZER,
     CMU_WSI2DCM,
@@ -24,6 +19,11 @@ from tests.outputs.test_wsi_seg import (
     spacing_um,
     uid,
 )
+
+from dicomnode.errors import OutputError
+from dicomnode.outputs.validate import dciodvfy_available, dciodvfy_errors
+from dicomnode.outputs.wsi_seg import SegGeometry, build_wsi_seg, slide_reference
+from dicomnode.outputs.wsi_sr import DepositReport, SlideReport, build_wsi_sr, size_class_code
 
 pytestmark = pytest.mark.skipif(not WSI.is_dir(), reason="shared WSI test data not present")
 

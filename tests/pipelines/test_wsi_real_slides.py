@@ -13,13 +13,13 @@ import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
+from test_wsi_support import export_models
 
 from dicomnode.errors import PipelineError
 from dicomnode.inference.manifest import ModelBundle, load_bundle
 from dicomnode.outputs.validate import dciodvfy_available, dciodvfy_errors
 from dicomnode.pipelines.base import PipelineContext, PipelineResult
 from dicomnode.pipelines.wsi_two_stage import WsiTwoStagePipeline, create
-from tests.pipelines.test_wsi_support import export_models
 
 WSI = Path("/work/shared/testdata/wsi")
 DEMO = Path(__file__).resolve().parents[2] / "models" / "wsi-ln-demo"
@@ -41,11 +41,7 @@ def pipeline(bundle: ModelBundle) -> WsiTwoStagePipeline:
 
 
 def files(path: Path) -> list[Path]:
-    return (
-        sorted(p for p in path.iterdir() if not p.name.endswith(".txt"))
-        if path.is_dir()
-        else [path]
-    )
+    return sorted(p for p in path.iterdir() if not p.name.endswith(".txt")) if path.is_dir() else [path]
 
 
 def run(pipeline: WsiTwoStagePipeline, path: Path, tmp: Path) -> PipelineResult:
@@ -55,16 +51,12 @@ def run(pipeline: WsiTwoStagePipeline, path: Path, tmp: Path) -> PipelineResult:
 
 
 @pytest.fixture(scope="module")
-def cmu_results(
-    pipeline: WsiTwoStagePipeline, tmp_path_factory: pytest.TempPathFactory
-) -> dict[str, PipelineResult]:
+def cmu_results(pipeline: WsiTwoStagePipeline, tmp_path_factory: pytest.TempPathFactory) -> dict[str, PipelineResult]:
     return {name: run(pipeline, WSI / name, tmp_path_factory.mktemp(name)) for name in CMU}
 
 
 @pytest.mark.parametrize("name", CMU)
-def test_cmu_runs_to_valid_outputs(
-    cmu_results: dict[str, PipelineResult], name: str, tmp_path: Path
-) -> None:
+def test_cmu_runs_to_valid_outputs(cmu_results: dict[str, PipelineResult], name: str, tmp_path: Path) -> None:
     result = cmu_results[name]
     seg, sr = result.datasets
     for ds, fname in ((seg, "seg.dcm"), (sr, "sr.dcm")):

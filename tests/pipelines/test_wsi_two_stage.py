@@ -11,6 +11,7 @@ import numpy as np
 import pydicom
 import pytest
 from scipy import ndimage
+from test_wsi_support import FlatSlide, blueness, export_models, write_flat_slide
 
 from dicomnode.errors import ConfigError
 from dicomnode.inference.manifest import ModelBundle, load_bundle
@@ -19,7 +20,6 @@ from dicomnode.pipelines import create_pipeline
 from dicomnode.pipelines.base import PipelineContext, PipelineResult
 from dicomnode.pipelines.wsi_slide import open_slide
 from dicomnode.pipelines.wsi_two_stage import WsiTwoStagePipeline, create
-from tests.pipelines.test_wsi_support import FlatSlide, blueness, export_models, write_flat_slide
 
 OUT_MPP = 4.0
 CPU = {"providers": ["CPUExecutionProvider"], "intra_op_threads": 1, "read_workers": 2}
