@@ -181,11 +181,15 @@ def _coerce(key: str, value: Any) -> Any:
         return None
     floats = {"tissue_mpp", "min_tissue_fraction"}
     kind = float if key in floats else int
+    # zero is meaningful only for these (no margin, no SR deposit groups, no tissue floor)
+    low = 0 if key in {"segmenter_margin", "max_sr_deposits", "min_tissue_fraction"} else 1
     if (
         isinstance(value, bool)
         or not isinstance(value, int | float)
-        or value < 0
+        or value < low
         or (kind is int and value != int(value))
+        or (key == "min_tissue_fraction" and value > 1)
     ):
-        raise ConfigError(f"settings.{key}", value, f"use a non-negative {kind.__name__}")
+        what = "non-negative" if low == 0 else "positive"
+        raise ConfigError(f"settings.{key}", value, f"use a {what} {kind.__name__}")
     return kind(value)

@@ -167,6 +167,9 @@ def test_registry_builds_it(bundle: ModelBundle) -> None:
         ({"batchsize": 3}, "settings.batchsize"),
         ({"providers": "CPU"}, "settings.providers"),
         ({"segmenter_margin": 64}, "settings.segmenter_margin"),
+        ({"batch_size": 0}, "settings.batch_size"),
+        ({"tissue_mpp": 0.0}, "settings.tissue_mpp"),
+        ({"min_tissue_fraction": 1.5}, "settings.min_tissue_fraction"),
     ],
 )
 def test_bad_settings_are_refused(bundle: ModelBundle, settings: dict[str, Any], key: str) -> None:
