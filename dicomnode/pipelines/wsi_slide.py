@@ -27,7 +27,7 @@ from pydicom.dataset import Dataset
 
 from dicomnode.errors import PipelineError
 
-__all__ = ["Level", "Raster", "Slide", "open_slide"]
+__all__ = ["Level", "Raster", "Slide", "check_brightfield", "open_slide"]
 
 logger = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from dicomnode.pipelines.wsi_slide import Raster, Slide
 
-__all__ = ["PatchGrid", "PatchModel", "StreamStats", "predict_cells"]
+__all__ = ["Cell", "PatchGrid", "PatchModel", "StreamStats", "predict_cells"]
 
 logger = logging.getLogger(__name__)
 
