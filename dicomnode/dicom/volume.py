@@ -109,7 +109,8 @@ class Volume:
     def index_to_lps(self, ijk: Any) -> np.ndarray:
         """Map ``(x, y, z)`` = (column, row, slice) indices (``(..., 3)``) to LPS mm."""
         pts = np.asarray(ijk, dtype=float)
-        return pts @ self.affine[:3, :3].T + self.affine[:3, 3]
+        lps: np.ndarray = pts @ self.affine[:3, :3].T + self.affine[:3, 3]
+        return lps
 
     def zyx_to_lps(self, zyx: Any) -> np.ndarray:
         """Map array indices ``(z, y, x)`` (``(..., 3)``) to LPS mm."""
@@ -118,16 +119,18 @@ class Volume:
     def lps_to_index(self, lps: Any) -> np.ndarray:
         """Inverse of :meth:`index_to_lps`: LPS mm → continuous ``(x, y, z)`` indices."""
         pts = np.asarray(lps, dtype=float) - self.affine[:3, 3]
-        return pts @ np.linalg.inv(self.affine[:3, :3]).T
+        ijk: np.ndarray = pts @ np.linalg.inv(self.affine[:3, :3]).T
+        return ijk
 
     def to_sitk(self) -> SimpleITK.Image:
         """The volume as a SimpleITK image (same voxels, origin, spacing, direction)."""
         import SimpleITK as sitk
 
         image = sitk.GetImageFromArray(self.array)  # SimpleITK reads numpy as (z, y, x)
-        image.SetSpacing([float(s) for s in self.spacing_zyx[::-1]])
-        image.SetOrigin([float(v) for v in self.origin_lps])
-        image.SetDirection([float(v) for v in self.direction.ravel()])
+        # SimpleITK ships no type hints
+        image.SetSpacing([float(s) for s in self.spacing_zyx[::-1]])  # type: ignore[no-untyped-call]
+        image.SetOrigin([float(v) for v in self.origin_lps])  # type: ignore[no-untyped-call]
+        image.SetDirection([float(v) for v in self.direction.ravel()])  # type: ignore[no-untyped-call]
         return image
 
 
@@ -167,9 +170,7 @@ def _require(value: Any, what: str, source: SourceFrame) -> Any:
     return value
 
 
-def _make_frame(
-    source: SourceFrame, ds: Dataset, index: int | None, plane: Dataset, transform: Dataset
-) -> _Frame:
+def _make_frame(source: SourceFrame, ds: Dataset, index: int | None, plane: Dataset, transform: Dataset) -> _Frame:
     """A plane from a dataset (or functional-group items merged into ``plane``)."""
     iop, ipp, spacing, rows, columns = (
         _require(plane.get(k, ds.get(k)), k, source)
@@ -311,8 +312,7 @@ def _sort_and_check_spacing(
     if dup.size:
         pairs = [n for i in dup[:3] for n in (ordered[i].source.name, ordered[i + 1].source.name)]
         raise VolumeError(
-            f"{dup.size} slice position(s) occur more than once (several stacks, echoes or "
-            "repeats in one series)",
+            f"{dup.size} slice position(s) occur more than once (several stacks, echoes or repeats in one series)",
             instances=pairs,
         )
     return ordered, _uniform_step(ordered, steps, tolerance)
@@ -348,7 +348,7 @@ def _check_collinear(ordered: Sequence[_Frame], direction: np.ndarray) -> None:
     if bad.size:
         raise VolumeError(
             f"{bad.size} slice(s) are shifted in-plane relative to the first slice (not one stack)",
-            instances=[ordered[i].source.name for i in bad],
+            instances=[ordered[int(i)].source.name for i in bad],
         )
 
 
@@ -362,9 +362,7 @@ def _pixels(frames: Sequence[_Frame]) -> np.ndarray:
             try:
                 cache[key] = frame.dataset.pixel_array
             except Exception as exc:  # decoders raise many types
-                raise VolumeError(
-                    f"pixel data cannot be decoded: {exc}", instances=[frame.source.name]
-                ) from exc
+                raise VolumeError(f"pixel data cannot be decoded: {exc}", instances=[frame.source.name]) from exc
         data = cache[key] if frame.index is None else cache[key][frame.index]
         if data.shape != out.shape[1:]:
             raise VolumeError(
@@ -375,9 +373,7 @@ def _pixels(frames: Sequence[_Frame]) -> np.ndarray:
     return out
 
 
-def load_volume(
-    items: Sequence[Path | str | Dataset], *, spacing_tolerance: float = 0.01
-) -> Volume:
+def load_volume(items: Sequence[Path | str | Dataset], *, spacing_tolerance: float = 0.01) -> Volume:
     """Build one regular volume from the instances of one series.
 
     Parameters

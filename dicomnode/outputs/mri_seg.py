@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from pydicom import Dataset
+from pydicom.dataset import FileMetaDataset
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
@@ -57,7 +58,7 @@ STATION_NAMES = {
     "external_iliac": "external iliac",
 }
 #: A node with no region nearby: generic pelvic lymph node (54268001).
-UNKNOWN_STATION = codes.SCT.PelvicLymphNode
+UNKNOWN_STATION: Code = codes.SCT.PelvicLymphNode
 LATERALITY_CODES: dict[str, Code] = {"left": codes.SCT.Left, "right": codes.SCT.Right}
 _REGION_RGB = {
     "internal_iliac": (255, 0, 0),
@@ -124,7 +125,7 @@ def _tolerant_copy(ds: Dataset, first_iop: object) -> Dataset:
     allows, because highdicom copies them into the SEG.
     """
     copy = Dataset(ds)
-    copy.file_meta = ds.file_meta if hasattr(ds, "file_meta") else Dataset()
+    copy.file_meta = ds.file_meta if hasattr(ds, "file_meta") else FileMetaDataset()
     for keyword in _TYPE2_COPIED:  # Type 2: present, possibly empty, in every output
         if keyword not in copy:
             setattr(copy, keyword, None)
@@ -163,7 +164,7 @@ def _algorithm(bundle: ModelBundle) -> hd.AlgorithmIdentificationSequence:
     )
 
 
-def _site(station: str | None, side: str | None) -> Dataset:
+def _site(station: str | None, side: str | None) -> hd.sr.CodedConcept:
     """Anatomic region item: station code with a laterality modifier."""
     from highdicom.sr import CodedConcept
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Union, cast
 
 import numpy as np
 from pydicom import Dataset
@@ -43,6 +43,12 @@ from dicomnode.pipelines.lln_findings import AxisMeasurement, LlnFindings, NodeF
 if TYPE_CHECKING:
     import highdicom as hd
 
+_Group = Union[
+    "hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations",
+    "hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations",
+    "hd.sr.MeasurementsAndQualitativeEvaluations",
+]
+
 __all__ = ["SR_SERIES_NUMBER", "SUMMARY_TRACKING_ID", "build_sr"]
 
 logger = logging.getLogger(__name__)
@@ -53,7 +59,8 @@ METASTASIS = codes.cid7159.NeoplasmSecondary  # SCT 14799000
 
 
 def _present(flag: bool) -> Code:
-    return codes.SCT.Present if flag else codes.SCT.Absent
+    value: Code = codes.SCT.Present if flag else codes.SCT.Absent
+    return value
 
 
 def _finding_site(node: NodeFinding) -> hd.sr.FindingSite:
@@ -196,7 +203,7 @@ def _groups(
     sources: Sequence[Dataset],
     seg: Dataset | None,
     ctx_bundle: tuple[PipelineContext, ModelBundle],
-) -> list[object]:
+) -> list[_Group]:
     ctx, bundle = ctx_bundle
     by_uid = {str(ds.SOPInstanceUID): ds for ds in sources}
 
@@ -204,7 +211,7 @@ def _groups(
         src = volume.sources[z]
         return by_uid[src.sop_instance_uid], src.frame_number
 
-    groups: list[object] = [_summary(findings, bundle, ctx)]
+    groups: list[_Group] = [_summary(findings, bundle, ctx)]
     for node in findings.nodes:
         if seg is None:
             raise OutputError("nodes were found but no SEG was given to reference")
@@ -221,7 +228,7 @@ def _check_readback(sr: Dataset, findings: LlnFindings) -> None:
     buffer = io.BytesIO()
     sr.save_as(buffer)
     buffer.seek(0)
-    report = hd.sr.srread(buffer).content
+    report = cast("hd.sr.MeasurementReport", hd.sr.srread(buffer).content)
     n = len(findings.nodes)
     counts = (
         len(report.get_volumetric_roi_measurement_groups()),

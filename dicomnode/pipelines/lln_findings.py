@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
+from scipy import ndimage  # type: ignore[import-untyped]  # no stubs in the venv
 
 from dicomnode.dicom.volume import Volume
 from dicomnode.errors import PipelineError
@@ -191,12 +191,12 @@ def _contour_mm(mask2d: np.ndarray, dy: float, dx: float) -> list[np.ndarray]:
     from skimage.measure import find_contours
 
     padded = np.pad(mask2d.astype(np.float32), 1)
-    return [(c[:, ::-1] - 1.0) * (dx, dy) for c in find_contours(padded, 0.5)]
+    return [(c[:, ::-1] - 1.0) * (dx, dy) for c in find_contours(padded, 0.5)]  # type: ignore[no-untyped-call]
 
 
 def _max_feret(points: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
     """Largest distance between two outline points (on the convex hull)."""
-    from scipy.spatial import ConvexHull, QhullError
+    from scipy.spatial import ConvexHull, QhullError  # type: ignore[import-untyped]
 
     try:
         hull = points[ConvexHull(points).vertices]
@@ -280,13 +280,10 @@ def _region_map(label_map: np.ndarray, scheme: LabelScheme) -> np.ndarray:
     return np.where(keep, label_map, 0)
 
 
-def _station_by_overlap(
-    regions: np.ndarray, node_map: np.ndarray, number: int, box: tuple[slice, ...]
-) -> int:
+def _station_by_overlap(regions: np.ndarray, node_map: np.ndarray, number: int, box: tuple[slice, ...]) -> int:
     """Most frequent region label in a small face dilation of the node (0 if none)."""
     padded = tuple(
-        slice(max(b.start - _GROW, 0), min(b.stop + _GROW, n))
-        for b, n in zip(box, regions.shape, strict=True)
+        slice(max(b.start - _GROW, 0), min(b.stop + _GROW, n)) for b, n in zip(box, regions.shape, strict=True)
     )
     node = node_map[padded] == number
     grown = ndimage.binary_dilation(node, _FACES, iterations=_GROW)
@@ -314,7 +311,8 @@ def _station_by_distance(regions: np.ndarray, node: np.ndarray, spacing: np.ndar
 
 def _centroid(labels: np.ndarray, value: int, box: tuple[slice, ...]) -> np.ndarray:
     """Mean ``(z, y, x)`` index of the voxels equal to ``value`` inside ``box``."""
-    return np.argwhere(labels[box] == value).mean(axis=0) + [b.start for b in box]
+    centre: np.ndarray = np.argwhere(labels[box] == value).mean(axis=0) + [b.start for b in box]
+    return centre
 
 
 def _midline(regions: np.ndarray, volume: Volume) -> tuple[float, str]:
@@ -327,8 +325,7 @@ def _midline(regions: np.ndarray, volume: Volume) -> tuple[float, str]:
         sizes = np.bincount(blobs.ravel())[1:]
         boxes = ndimage.find_objects(blobs)
         xs = sorted(
-            float(volume.zyx_to_lps(_centroid(blobs, int(i) + 1, boxes[i]))[0])
-            for i in np.argsort(sizes)[::-1][:2]
+            float(volume.zyx_to_lps(_centroid(blobs, int(i) + 1, boxes[i]))[0]) for i in np.argsort(sizes)[::-1][:2]
         )
         if xs[1] - xs[0] >= _MIN_SIDE_SEPARATION_MM:
             midpoints.append((xs[0] + xs[1]) / 2)
@@ -343,7 +340,7 @@ def _midline(regions: np.ndarray, volume: Volume) -> tuple[float, str]:
 
 def _status(model_class: str, short_mm: float, threshold: float) -> tuple[bool, tuple[str, ...]]:
     """Final status = model-positive OR short axis >= threshold, with the reasons."""
-    reasons = ("model-positive",) if model_class == "positive" else ()
+    reasons: tuple[str, ...] = ("model-positive",) if model_class == "positive" else ()
     if short_mm >= threshold:
         reasons += (f"short-axis>={threshold:g}mm",)
     if reasons:
@@ -417,9 +414,7 @@ def compute_findings(label_map: np.ndarray, volume: Volume, scheme: LabelScheme)
         ``label_map`` is not on the volume grid.
     """
     if label_map.shape != volume.shape:
-        raise PipelineError(
-            f"label map shape {label_map.shape} differs from the volume grid {volume.shape}"
-        )
+        raise PipelineError(f"label map shape {label_map.shape} differs from the volume grid {volume.shape}")
     label_map = np.asarray(label_map)
     regions = _region_map(label_map, scheme)
     midline, method = _midline(regions, volume)
@@ -427,11 +422,7 @@ def compute_findings(label_map: np.ndarray, volume: Volume, scheme: LabelScheme)
     spacing = np.asarray(volume.spacing_zyx)
     ctx = _Context(label_map, regions, node_map, volume, scheme, spacing, midline)
     boxes = ndimage.find_objects(node_map)
-    nodes = tuple(
-        _node(i + 1, box, node_map[box] == i + 1, ctx)
-        for i, box in enumerate(boxes)
-        if box is not None
-    )
+    nodes = tuple(_node(i + 1, box, node_map[box] == i + 1, ctx) for i, box in enumerate(boxes) if box is not None)
     present = tuple(sorted({scheme.regions[int(v)] for v in np.unique(regions) if v}))
     logger.info(
         "%d node(s), %d positive; midline %.1f mm (%s)",

@@ -108,9 +108,7 @@ class MriLlnPipeline:
 
     name = NAME
 
-    def __init__(
-        self, bundle: ModelBundle, runner: NnUNetRunner, *, spacing_tolerance: float = 0.01
-    ) -> None:
+    def __init__(self, bundle: ModelBundle, runner: NnUNetRunner, *, spacing_tolerance: float = 0.01) -> None:
         LabelScheme.from_manifest(bundle.labels, bundle.thresholds)  # fail at start, not per job
         self.bundle = bundle
         self.runner = runner
@@ -174,9 +172,7 @@ def create(bundle: ModelBundle, settings: Mapping[str, Any]) -> MriLlnPipeline:
         )
     unknown = sorted(set(settings) - _SETTINGS)
     if unknown:
-        raise ModelError(
-            f"pipeline {NAME}: unknown setting(s) {unknown}; known: {sorted(_SETTINGS)}"
-        )
+        raise ModelError(f"pipeline {NAME}: unknown setting(s) {unknown}; known: {sorted(_SETTINGS)}")
     try:
         LabelScheme.from_manifest(bundle.labels, bundle.thresholds)
     except PipelineError as exc:
@@ -189,6 +185,4 @@ def create(bundle: ModelBundle, settings: Mapping[str, Any]) -> MriLlnPipeline:
         device=str(settings.get("device", "auto")),
         threads=None if threads is None else int(threads),
     )
-    return MriLlnPipeline(
-        bundle, runner, spacing_tolerance=float(settings.get("spacing_tolerance", 0.01))
-    )
+    return MriLlnPipeline(bundle, runner, spacing_tolerance=float(settings.get("spacing_tolerance", 0.01)))
