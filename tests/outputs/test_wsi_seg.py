@@ -73,15 +73,11 @@ def make_inputs(base: pydicom.Dataset, mpp: float, cell_px: int) -> tuple[np.nda
     return tumour, bands
 
 
-@pytest.mark.parametrize(
-    ("source", "mpp"), [(CMU_DICOMIZER, 4.0), (CMU_WSI2DCM, 8.0), (MARROW_RAW, 33.566)]
-)
+@pytest.mark.parametrize(("source", "mpp"), [(CMU_DICOMIZER, 4.0), (CMU_WSI2DCM, 8.0), (MARROW_RAW, 33.566)])
 def test_seg_roundtrip_and_dciodvfy(tmp_path: Path, source: Path, mpp: float) -> None:
     base = level0(source)
     tumour, bands = make_inputs(base, mpp, cell_px=8)
-    seg = build_wsi_seg(
-        SegGeometry(base, spacing_um(base), mpp), tumour, bands, bundle(), uid, band_limits=BANDS
-    )
+    seg = build_wsi_seg(SegGeometry(base, spacing_um(base), mpp), tumour, bands, bundle(), uid, band_limits=BANDS)
     out = tmp_path / "seg.dcm"
     seg.save_as(out)
     back = hd.seg.segread(out)
@@ -102,14 +98,10 @@ def test_seg_pixel_maps_to_the_source_pixel_it_covers(tmp_path: Path) -> None:
     base = level0(CMU_DICOMIZER)
     mpp0, mpp = spacing_um(base), 4.0
     tumour, bands = make_inputs(base, mpp, cell_px=8)
-    seg = build_wsi_seg(
-        SegGeometry(base, mpp0, mpp), tumour, bands, bundle(), uid, band_limits=BANDS
-    )
+    seg = build_wsi_seg(SegGeometry(base, mpp0, mpp), tumour, bands, bundle(), uid, band_limits=BANDS)
     seg.save_as(tmp_path / "seg.dcm")
     back = hd.seg.segread(tmp_path / "seg.dcm")
-    to_slide_seg = hd.spatial.ImageToReferenceTransformer.for_image(
-        back, for_total_pixel_matrix=True
-    )
+    to_slide_seg = hd.spatial.ImageToReferenceTransformer.for_image(back, for_total_pixel_matrix=True)
     to_slide_src = hd.spatial.ImageToReferenceTransformer.for_image(
         slide_reference(base, uid("specimen")), for_total_pixel_matrix=True
     )

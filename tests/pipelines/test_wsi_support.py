@@ -65,9 +65,7 @@ class FlatSlide:
     deposits: list[tuple[float, float, float]]  # (x_mm, y_mm, diameter_mm)
 
 
-def paint(
-    size_px: tuple[int, int], mpp: float, deposits: list[tuple[float, float, float]]
-) -> np.ndarray:
+def paint(size_px: tuple[int, int], mpp: float, deposits: list[tuple[float, float, float]]) -> np.ndarray:
     """The level-0 RGB array: pixel centres inside the ellipse / discs get the colours."""
     w, h = size_px
     y = (np.arange(h)[:, None] + 0.5) * mpp / 1000.0
@@ -133,9 +131,7 @@ def _numpy_source(array: np.ndarray, mpp: float) -> object:
         image_size = property(lambda self: Size(array.shape[1], array.shape[0]))
         tile_size = property(lambda self: Size(tile, tile))
         pixel_spacing = property(lambda self: SizeMm(mpp / 1000, mpp / 1000))
-        imaged_size = property(
-            lambda self: SizeMm(array.shape[1] * mpp / 1000, array.shape[0] * mpp / 1000)
-        )
+        imaged_size = property(lambda self: SizeMm(array.shape[1] * mpp / 1000, array.shape[0] * mpp / 1000))
         samples_per_pixel = property(lambda self: 3)
         photometric_interpretation = property(lambda self: "YBR_FULL_422")
         bits = property(lambda self: 8)
@@ -164,12 +160,8 @@ def _numpy_source(array: np.ndarray, mpp: float) -> object:
             device_serial_number="0",
             software_versions=["0"],
         ),
-        slide=Slide(
-            identifier="SLIDE1", samples=[SlideSample(identifier="S1", uid=generate_uid())]
-        ),
-        pyramid=Pyramid(
-            image=Image(), optical_paths=[OpticalPath(identifier="0")], uid=generate_uid()
-        ),
+        slide=Slide(identifier="SLIDE1", samples=[SlideSample(identifier="S1", uid=generate_uid())]),
+        pyramid=Pyramid(image=Image(), optical_paths=[OpticalPath(identifier="0")], uid=generate_uid()),
         label=Label(),
         frame_of_reference_uid=generate_uid(),
         dimension_organization_uids=[generate_uid()],
@@ -204,9 +196,7 @@ def _modules() -> tuple[object, object]:
 
     class Segmenter(Blue):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return torch.nn.functional.avg_pool2d(
-                super().forward(x), 9, stride=1, padding=4, count_include_pad=True
-            )
+            return torch.nn.functional.avg_pool2d(super().forward(x), 9, stride=1, padding=4, count_include_pad=True)
 
     return Classifier().eval(), Segmenter().eval()
 
@@ -236,14 +226,9 @@ def export_models(folder: Path) -> Path:
         "backend": "onnx",
         "intended_use": "pipeline tests only",
         "not_for_clinical_use": True,
-        "files": [
-            {"path": s["file"], "sha256": sha256_file(folder / s["file"])}
-            for s in (CLS_SPEC, SEG_SPEC)
-        ],
+        "files": [{"path": s["file"], "sha256": sha256_file(folder / s["file"])} for s in (CLS_SPEC, SEG_SPEC)],
         "input": {"classifier": CLS_SPEC, "segmenter": SEG_SPEC},
-        "labels": {
-            "tumour": {"code": "14799000", "scheme": "SCT", "meaning": "Neoplasm, Secondary"}
-        },
+        "labels": {"tumour": {"code": "14799000", "scheme": "SCT", "meaning": "Neoplasm, Secondary"}},
         "thresholds": THRESHOLDS,
     }
     (folder / "model.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
@@ -277,9 +262,7 @@ def test_exported_models_compute_blueness(tmp_path: Path) -> None:
         bundle.input["classifier"],
         providers=["CPUExecutionProvider"],
     )
-    seg = OnnxModel(
-        bundle.path("segmenter.onnx"), bundle.input["segmenter"], providers=["CPUExecutionProvider"]
-    )
+    seg = OnnxModel(bundle.path("segmenter.onnx"), bundle.input["segmenter"], providers=["CPUExecutionProvider"])
     patches = np.zeros((3, 32, 32, 3), np.uint8)
     patches[0], patches[1], patches[2] = TUMOUR, TISSUE, TISSUE
     patches[2, :, :8] = TUMOUR  # a quarter blue
