@@ -6,7 +6,7 @@ import difflib
 import ipaddress
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -287,6 +287,7 @@ class Route:
     model: str
     destinations: tuple[str, ...]
     rule: Rule
+    settings: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
     def parse(cls, sec: Section, models: Mapping[str, ModelRef], dests: Mapping[str, Destination]) -> Route:
@@ -305,7 +306,7 @@ class Route:
         except RoutingError as exc:
             raise ConfigError(f"{sec.path}.match", sec.data.get("match"), str(exc)) from exc
         route = cls(name=name, pipeline=sec.get("pipeline", str, fix="name a pipeline (mri-lln, wsi-two-stage)"),
-                    model=model, destinations=targets, rule=rule)
+                    model=model, destinations=targets, rule=rule, settings=sec.get("settings", dict, {}))
         sec.finish()
         return route
 

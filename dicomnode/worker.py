@@ -138,7 +138,11 @@ class Worker:
         return {"job_id": job_id, "job_dir": str(self.spool.job_dir(job_id)), "pipeline": record["pipeline"],
                 "model_path": record["model_path"], "study_uid": record["study_uid"],
                 "series_uid": record["series_uid"], "uid_root": self.config.uid_root,
-                "settings": self._settings(record["pipeline"])}
+                "settings": {**self._settings(record["pipeline"]), **self._route_settings(record["route"])}}
+
+    def _route_settings(self, name: str) -> dict[str, Any]:
+        """Per-route pipeline settings (``routes[].settings``), e.g. ``{dense: true}``."""
+        return next((dict(r.settings) for r in self.config.routes if r.name == name), {})
 
     def _settings(self, pipeline: str) -> dict[str, Any]:
         """The worker settings a pipeline understands (built-ins reject unknown keys)."""

@@ -122,3 +122,17 @@ def test_check_config_reports_broken_bundle(tmp_path):
                          capture_output=True, text=True, cwd=REPO, timeout=60)
     assert out.returncode == 1
     assert "w.pth: sha256" in out.stderr and "does not match manifest" in out.stderr
+
+
+def test_route_settings_reach_the_worker_request(tmp_path):
+    from dicomnode.metrics import Metrics
+    from dicomnode.spool import Spool
+    from dicomnode.worker import Worker
+
+    routes = [{"name": "wsi-dense", "pipeline": "wsi-two-stage", "model": "wsi-ln-demo", "destinations": ["outbox"],
+               "settings": {"dense": True}, "match": {"tag": "Modality", "equals": "SM"}}]
+    config = _load(tmp_path, {"routes": routes, "spool": {"path": str(tmp_path / "spool")}})
+    worker = Worker(config, Spool(config.spool.path), Metrics(), lambda job_id: None)
+    request = worker._request("j1", {"pipeline": "wsi-two-stage", "route": "wsi-dense", "model_path": "m",
+                                     "study_uid": "1", "series_uid": "2"})
+    assert request["settings"] == {"providers": list(config.worker.onnx_providers), "dense": True}
