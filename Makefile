@@ -37,7 +37,7 @@ test: deps venv
 
 ## bench: throughput benchmarks with references measured in the same run (not tests)
 bench: deps venv
-	unshare -n bash -c 'ip link set lo up && for b in bench/*.py; do $(PY) $$b || exit 1; done'
+	unshare -n bash -c 'ip link set lo up && for b in ingest mri wsi; do $(PY) bench/$$b.py || exit 1; done'
 
 lint: venv
 	$(VENV)/bin/ruff check dicomnode tests

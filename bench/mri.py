@@ -40,7 +40,8 @@ def bare_predictor(threads: int) -> tuple[object, object, list[float]]:
                                 allow_tqdm=False, perform_everything_on_device=False)
     predictor.initialize_from_trained_model_folder(str(BUNDLE / bundle.input.get("model_folder", "nnunet")),
                                                    use_folds=tuple(bundle.input.get("folds", [0])),
-                                                   checkpoint_name=bundle.input.get("checkpoint", "checkpoint_final.pth"))
+                                                   checkpoint_name=bundle.input.get("checkpoint",
+                                                                                    "checkpoint_final.pth"))
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(SERIES)))
     image = reader.Execute()
