@@ -91,8 +91,10 @@ def _train(pp: Path, plans: dict, threads: int) -> tuple[Path, dict[str, float]]
     )  # fmt: skip
     trainer.run_training()
     log = {k: trainer.logger.get_value(k, step=None) for k in ("train_losses", "val_losses")}
+    log["epochs_run"] = trainer.current_epoch
     log["dice"] = trainer.logger.get_value("dice_per_class_or_region", step=None)
     final = {
+        "epochs_run": log["epochs_run"],
         "final_train_loss": round(float(log["train_losses"][-1]), 4),
         "final_val_loss": round(float(log["val_losses"][-1]), 4),
         "final_val_pseudo_dice_per_label": [round(float(v), 3) for v in log["dice"][-1]],
@@ -125,6 +127,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=16)
     parser.add_argument("--iters", type=int, default=40, help="iterations per epoch")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--max-minutes", type=float, help="stop training after this budget")
+    parser.add_argument("--reuse-preprocessed", action="store_true", help="skip data + planning (same --work)")
     parser.add_argument("--patch", type=int, nargs=3, default=[24, 64, 64])
     parser.add_argument("--evaluate-only", action="store_true", help="re-evaluate the bundle in --out, no training")
     return parser.parse_args(argv)
@@ -137,13 +141,16 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work or Path(tempfile.mkdtemp(prefix="lln-t2-demo-"))
     _set_env(work)
     os.environ.update(LLN_DEMO_EPOCHS=str(args.epochs), LLN_DEMO_ITERS=str(args.iters))
+    if args.max_minutes:
+        os.environ["LLN_DEMO_MAX_MINUTES"] = str(args.max_minutes)
     from data import DATASET_ID, DATASET_NAME, write_raw_dataset
 
     if args.evaluate_only:
         return _evaluate(args, json.loads((args.out / "training_run.json").read_text()))
     t0 = time.perf_counter()
-    write_raw_dataset(work / "raw", list(TRAIN_SEEDS) + list(VAL_SEEDS))
-    _plan_and_preprocess(DATASET_ID)
+    if not args.reuse_preprocessed:
+        write_raw_dataset(work / "raw", list(TRAIN_SEEDS) + list(VAL_SEEDS))
+        _plan_and_preprocess(DATASET_ID)
     pp = work / "preprocessed" / DATASET_NAME
     plans = _tiny_plans(pp, list(args.patch))
     t1 = time.perf_counter()
