@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy import ndimage  # type: ignore[import-untyped]  # no stubs in the venv
+from scipy import ndimage
 
 from dicomnode.dicom.volume import Volume
 from dicomnode.errors import PipelineError
@@ -196,7 +196,7 @@ def _contour_mm(mask2d: np.ndarray, dy: float, dx: float) -> list[np.ndarray]:
 
 def _max_feret(points: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
     """Largest distance between two outline points (on the convex hull)."""
-    from scipy.spatial import ConvexHull, QhullError  # type: ignore[import-untyped]
+    from scipy.spatial import ConvexHull, QhullError
 
     try:
         hull = points[ConvexHull(points).vertices]

@@ -38,9 +38,7 @@ def _assert_same_geometry(vol: Volume, ref: sitk.Image) -> None:
     np.testing.assert_allclose(vol.spacing_zyx[::-1], ref.GetSpacing(), atol=1e-4)
     np.testing.assert_allclose(vol.direction.ravel(), ref.GetDirection(), atol=1e-4)
     far = (ref.GetSize()[0] - 1, ref.GetSize()[1] - 1, ref.GetSize()[2] - 1)
-    np.testing.assert_allclose(
-        vol.index_to_lps(far), ref.TransformIndexToPhysicalPoint(far), atol=1e-2
-    )
+    np.testing.assert_allclose(vol.index_to_lps(far), ref.TransformIndexToPhysicalPoint(far), atol=1e-2)
 
 
 @pytest.mark.parametrize("folder", [VERIO, NEEDLE, ADC_OBLIQUE], ids=lambda p: p.name)
@@ -182,9 +180,7 @@ def test_enhanced_localizer_frame_named() -> None:
     ds = pydicom.dcmread(ENHANCED / "siemens_enhanced_oblique_8frames.dcm")
     frame_type = ds.PerFrameFunctionalGroupsSequence[2].MRImageFrameTypeSequence[0]
     frame_type.FrameType = ["ORIGINAL", "PRIMARY", "LOCALIZER", "NONE"]
-    with pytest.raises(
-        VolumeError, match=r"1 localizer.*siemens_enhanced_oblique_8frames\.dcm#frame3"
-    ):
+    with pytest.raises(VolumeError, match=r"1 localizer.*siemens_enhanced_oblique_8frames\.dcm#frame3"):
         load_volume([ds])
 
 

@@ -116,10 +116,7 @@ def test_seg_reads_back_per_source_instance(synthetic: Outputs) -> None:
         assert site.AnatomicRegionModifierSequence[0].CodeMeaning.lower() == node.side
     assert [s for _, s in regions] == ["external_iliac", "internal_iliac", "obturator"]
     assert seg.get_segment_description(n + 2).segmented_property_type.value == "69255009"
-    referenced = {
-        r.ReferencedSOPInstanceUID
-        for r in seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence
-    }
+    referenced = {r.ReferencedSOPInstanceUID for r in seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence}
     assert referenced == set(uids)
 
 
@@ -140,10 +137,7 @@ def test_sr_groups_and_values(synthetic: Outputs) -> None:
     (summary,) = report.get_image_measurement_groups()
     nodes = synthetic.findings.nodes
     assert len(volumetric) == len(nodes) and len(planar) == 2 * len(nodes)
-    seg_desc = {
-        n.number: hd.seg.segread(synthetic.seg_path).get_segment_description(n.number)
-        for n in nodes
-    }
+    seg_desc = {n.number: hd.seg.segread(synthetic.seg_path).get_segment_description(n.number) for n in nodes}
     for node, group in zip(nodes, volumetric, strict=True):
         assert group.tracking_identifier == node.tracking_id
         assert group.tracking_uid == seg_desc[node.number].tracking_uid
@@ -165,12 +159,8 @@ def test_sr_groups_and_values(synthetic: Outputs) -> None:
         image = synthetic.volume.sources[node.short_axis.slice_index].sop_instance_uid
         source = group.roi.ContentSequence[0].ReferencedSOPSequence[0]  # type: ignore[union-attr]
         assert source.ReferencedSOPInstanceUID == image
-    summary_status = {
-        q.name.meaning: q.value.meaning for q in summary.get_qualitative_evaluations()
-    }
-    assert summary_status["Neoplasm, Secondary"] == (
-        "Present" if synthetic.findings.lln_positive else "Absent"
-    )
+    summary_status = {q.name.meaning: q.value.meaning for q in summary.get_qualitative_evaluations()}
+    assert summary_status["Neoplasm, Secondary"] == ("Present" if synthetic.findings.lln_positive else "Absent")
     assert summary_status["Lymph Node"] == "Present"
 
 

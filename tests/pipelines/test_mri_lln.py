@@ -89,9 +89,7 @@ def test_build_outputs_matches_phantom_truth(tmp_path: Path) -> None:
 def test_no_nodes_gives_sr_only(tmp_path: Path) -> None:
     case = generate_case(6, with_nodes=False)
     paths = _write(case, tmp_path / "mr")
-    result = build_outputs(
-        load_volume(paths), case.labels, BUNDLE, _ctx(paths, tmp_path), case.datasets
-    )
+    result = build_outputs(load_volume(paths), case.labels, BUNDLE, _ctx(paths, tmp_path), case.datasets)
     assert [ds.Modality for ds in result.datasets] == ["SR"]
     assert result.findings["lln_status"] == "negative" and result.findings["nodes"] == []
     _check_valid(result.datasets, tmp_path)
