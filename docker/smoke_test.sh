@@ -89,7 +89,7 @@ step "C-ECHO from the host"
 "$DICOMNODE" echo "127.0.0.1:$DICOM_PORT" || fail "C-ECHO failed"
 
 step "generate a synthetic T2 MR study"
-"$PY" -c "from dicomnode.synth.mr import generate_case; generate_case(7).write('$work/study')"
+"$PY" -c "from dicomnode.synth.mr import generate_case; generate_case(11).write('$work/study')"
 n_in=$(find "$work/study" -type f | wc -l)
 [ "$n_in" -gt 0 ] || fail "synthetic study is empty"
 

@@ -127,6 +127,11 @@ def test_study_sent_to_orthanc_comes_back_with_seg_and_sr(stack: dict[str, Any])
     def modalities() -> set[str] | None:
         errors = list(outbox.glob("*/*/*/error.json"))
         assert not errors, f"node job failed: {errors[0].read_text()}"
+        for result in outbox.glob("*/*/*/result.json"):  # done: a SEG must be among the outputs
+            record = json.loads(result.read_text())
+            assert any(name.startswith("SEG") for name in record["outputs"]), (
+                f"job done without a SEG: outputs {record['outputs']}, "
+                f"{record['findings'].get('n_nodes')} nodes found by {record['model']}")
         found = {s["00080060"]["Value"][0] for s in _get(qido) or []}
         return found if {"SEG", "SR"} <= found else None
 
