@@ -144,7 +144,8 @@ class StorageSCP:
     def check_peer(self, event: Any) -> None:
         """EVT_REQUESTED: reject callers outside the allowlist (calling AE not recognised)."""
         assoc = event.assoc
-        calling = assoc.requestor.ae_title
+        # requestor.ae_title is only filled in during negotiation, after EVT_REQUESTED
+        calling = str(assoc.requestor.primitive.calling_ae_title).strip()
         address = assoc.requestor.address
         if any(entry.permits(calling, address) for entry in self.config.node.allow):
             return

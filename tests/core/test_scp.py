@@ -114,6 +114,13 @@ def test_allowlist_rejects_with_calling_ae_not_recognised(tmp_path, plumbing_bun
         assert node.metrics.value("dicomnode_associations_rejected_total") == 1
 
 
+def test_allowlist_accepts_the_listed_ae_from_its_network(tmp_path, plumbing_bundle):
+    allow = [{"ae_title": "MODALITY", "network": "127.0.0.1/32"}]
+    with running_node(node_config(tmp_path, plumbing_bundle(), node={"allow": allow})) as node:
+        from dicomnode.net.scu import echo
+        assert echo("127.0.0.1", node.port, calling="MODALITY") == 0
+
+
 def test_duplicate_instance_is_stored_once_and_acknowledged(tmp_path, plumbing_bundle):
     files = mr_series(tmp_path / "in", 1, seed="dup")
     with running_node(node_config(tmp_path, plumbing_bundle(), assembly={"quiet_s": 30})) as node:
