@@ -22,7 +22,9 @@ What happens (no mocks):
 ``VIEWER_VARIANT`` changes the uploaded objects, to show that the test can fail and to try
 fixes: ``sr-no-planar`` (SR without its planar groups: OHIF's ReferencedSOPSequence crash),
 ``seg-other-series`` (SEG+SR built on another series that is not in the PACS),
-``sr-planar-only`` (SR reduced to its SCOORD groups, what OHIF 3.13.2 can display).
+``sr-planar-only`` (SR reduced to its SCOORD groups, what OHIF 3.13.2 can display),
+``sr-merged-nodes`` (each node's planar groups share its volumetric group's Tracking UID,
+summary group left out).
 Screenshots and ``result.json`` go to ``VIEWER_OUT`` (default ``tests/viewer/out``).
 """
 
@@ -135,6 +137,37 @@ def _filter_groups(sr: Dataset, *, with_coordinates: bool) -> Dataset:
     return sr
 
 
+def _merge_node_groups(sr: Dataset) -> Dataset:
+    """SR copy where each node's planar groups reuse its volumetric group's Tracking UID
+    (OHIF merges groups by that UID) and the coordinate-less summary group is left out."""
+    import highdicom as hd
+
+    sr = copy.deepcopy(sr)
+
+    def tracking(group: Dataset) -> tuple[Dataset | None, Dataset | None]:
+        items = {c.ConceptNameCodeSequence[0].CodeValue: c for c in group.get("ContentSequence", [])}
+        return items.get("112039"), items.get("112040")
+
+    for item in sr.ContentSequence:
+        if item.ConceptNameCodeSequence[0].CodeValue != "126010":
+            continue
+        uids = {}
+        for g in item.ContentSequence:
+            ident, uid = tracking(g)
+            if ident is not None and " " not in str(ident.TextValue):  # "LN-1": volumetric
+                uids[str(ident.TextValue)] = uid.UID
+        kept = []
+        for g in item.ContentSequence:
+            ident, uid = tracking(g)
+            node = str(ident.TextValue).split(" ")[0] if ident is not None else ""
+            if node in uids:
+                uid.UID = uids[node]
+                kept.append(g)
+        item.ContentSequence = kept
+    sr.SOPInstanceUID = hd.UID()
+    return sr
+
+
 # ------------------------------------------------------------------------------ helpers
 
 
@@ -216,6 +249,8 @@ def test_ohif_shows_seg_and_sr(tmp_path: Path) -> None:
         sr = _filter_groups(sr, with_coordinates=False)
     elif VARIANT == "sr-planar-only":  # only the planar (SCOORD) groups
         sr = _filter_groups(sr, with_coordinates=True)
+    elif VARIANT == "sr-merged-nodes":  # one Tracking UID per node, no summary group
+        sr = _merge_node_groups(sr)
     elif VARIANT == "seg-other-series":  # derived objects of a series the PACS does not have
         _, other = _outputs(seed + 100, tmp_path / "other", study_uid=study)
         seg, sr = other.datasets
