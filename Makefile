@@ -46,3 +46,4 @@ clean:
 	rm -rf var .pytest_cache
 
 -include docker/image.mk
+-include tests/viewer/viewer.mk
