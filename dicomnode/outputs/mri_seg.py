@@ -39,6 +39,7 @@ __all__ = [
     "STATION_NAMES",
     "build_seg",
     "node_tracking_uid",
+    "segment_map",
     "source_images",
     "station_code",
 ]
