@@ -54,6 +54,9 @@ __all__ = ["SR_SERIES_NUMBER", "SUMMARY_TRACKING_ID", "build_sr"]
 logger = logging.getLogger(__name__)
 
 SR_SERIES_NUMBER = 902
+#: The planar-only companion SR for viewers (OHIF 3.13 crashes on any measurement group
+#: without image coordinates: volumetric groups and the summary group alike).
+VIEWER_SR_SERIES_NUMBER = 903
 SUMMARY_TRACKING_ID = "LLN status"
 METASTASIS = codes.cid7159.NeoplasmSecondary  # SCT 14799000
 
@@ -203,6 +206,7 @@ def _groups(
     sources: Sequence[Dataset],
     seg: Dataset | None,
     ctx_bundle: tuple[PipelineContext, ModelBundle],
+    viewer: bool = False,
 ) -> list[_Group]:
     ctx, bundle = ctx_bundle
     by_uid = {str(ds.SOPInstanceUID): ds for ds in sources}
@@ -211,18 +215,19 @@ def _groups(
         src = volume.sources[z]
         return by_uid[src.sop_instance_uid], src.frame_number
 
-    groups: list[_Group] = [_summary(findings, bundle, ctx)]
+    groups: list[_Group] = [] if viewer else [_summary(findings, bundle, ctx)]
     for node in findings.nodes:
         if seg is None:
             raise OutputError("nodes were found but no SEG was given to reference")
-        groups.append(_volumetric(node, seg, bundle, ctx))
+        if not viewer:
+            groups.append(_volumetric(node, seg, bundle, ctx))
         for which, axis in (("short", node.short_axis), ("long", node.long_axis)):
             uid = ctx.uid(bundle, f"node.{node.number}.{which}-axis.tracking")
             groups.append(_planar(node, which, axis, image(axis.slice_index), (uid, bundle)))
     return groups
 
 
-def _check_readback(sr: Dataset, findings: LlnFindings) -> None:
+def _check_readback(sr: Dataset, findings: LlnFindings, viewer: bool = False) -> None:
     import highdicom as hd
 
     buffer = io.BytesIO()
@@ -235,8 +240,9 @@ def _check_readback(sr: Dataset, findings: LlnFindings) -> None:
         len(report.get_planar_roi_measurement_groups()),
         len(report.get_image_measurement_groups()),
     )
-    if counts != (n, 2 * n, 1):
-        raise OutputError(f"SR read-back has (volumetric, planar, summary) groups {counts}, expected {(n, 2 * n, 1)}")
+    expected = (0, 2 * n, 0) if viewer else (n, 2 * n, 1)
+    if counts != expected:
+        raise OutputError(f"SR read-back has (volumetric, planar, summary) groups {counts}, expected {expected}")
 
 
 def _observation_context(bundle: ModelBundle, ctx: PipelineContext) -> hd.sr.ObservationContext:
@@ -262,6 +268,8 @@ def build_sr(
     ctx: PipelineContext,
     source_datasets: Sequence[Dataset],
     seg: Dataset | None,
+    *,
+    viewer: bool = False,
 ) -> hd.sr.Comprehensive3DSR:
     """Build and verify the TID 1500 Comprehensive 3D SR.
 
@@ -277,6 +285,10 @@ def build_sr(
         The series' instances; all are recorded as evidence.
     seg
         The SEG from :func:`dicomnode.outputs.mri_seg.build_seg` (``None`` without nodes).
+    viewer
+        Build the planar-only companion SR (short/long-axis polylines per node, no
+        volumetric or summary groups) that OHIF 3.13 can open; the full TID 1500 SR is
+        the default.
 
     Raises
     ------
@@ -286,28 +298,29 @@ def build_sr(
     import highdicom as hd
 
     sources = source_images(volume, source_datasets)
+    kind = "sr-viewer" if viewer else "sr"
     try:
         report = hd.sr.MeasurementReport(
             observation_context=_observation_context(bundle, ctx),
             procedure_reported=codes.SCT.ImagingProcedure,
-            imaging_measurements=_groups(volume, findings, sources, seg, (ctx, bundle)),
+            imaging_measurements=_groups(volume, findings, sources, seg, (ctx, bundle), viewer),
             title=codes.DCM.ImagingMeasurementReport,
         )
         sr = hd.sr.Comprehensive3DSR(
             evidence=[*sources, *([seg] if seg is not None else [])],
             content=report,
-            series_instance_uid=ctx.uid(bundle, "sr.series"),
-            series_number=SR_SERIES_NUMBER,
-            sop_instance_uid=ctx.uid(bundle, "sr.instance"),
+            series_instance_uid=ctx.uid(bundle, f"{kind}.series"),
+            series_number=VIEWER_SR_SERIES_NUMBER if viewer else SR_SERIES_NUMBER,
+            sop_instance_uid=ctx.uid(bundle, f"{kind}.instance"),
             instance_number=1,
             manufacturer=MANUFACTURER,
-            series_description=series_description(bundle, "LLN SR"),
+            series_description=series_description(bundle, "LLN SR viewer" if viewer else "LLN SR"),
             is_complete=True,
             is_final=False,
             is_verified=False,  # unverified AI output
         )
     except (ValueError, TypeError, AttributeError) as exc:
         raise OutputError(f"SR could not be built: {exc}") from exc
-    _check_readback(sr, findings)
+    _check_readback(sr, findings, viewer)
     logger.info("SR with %d node(s), LLN %s", len(findings.nodes), findings.lln_positive)
     return sr

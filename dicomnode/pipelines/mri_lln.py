@@ -65,7 +65,7 @@ def build_outputs(
     Returns
     -------
     PipelineResult
-        ``datasets`` = [SEG, SR] or [SR] when no node was found; ``findings`` = the
+        ``datasets`` = [SEG, SR, viewer SR] or [SR] when no node was found; ``findings`` = the
         JSON summary.
 
     Raises
@@ -89,8 +89,11 @@ def build_outputs(
     findings = compute_findings(label_map, volume, scheme)
     seg = build_seg(volume, label_map, findings, bundle, ctx, source_datasets)
     sr = build_sr(volume, findings, bundle, ctx, source_datasets, seg)
+    outputs = [*([seg] if seg is not None else []), sr]
+    if findings.nodes:  # OHIF 3.13 can only open an SR whose every group has image coordinates
+        outputs.append(build_sr(volume, findings, bundle, ctx, source_datasets, seg, viewer=True))
     summary = {"model": {"id": bundle.id, "version": bundle.version}, **findings.to_json()}
-    return PipelineResult(datasets=[*([seg] if seg is not None else []), sr], findings=summary)
+    return PipelineResult(datasets=outputs, findings=summary)
 
 
 class MriLlnPipeline:

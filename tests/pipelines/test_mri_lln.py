@@ -67,7 +67,8 @@ def test_build_outputs_matches_phantom_truth(tmp_path: Path) -> None:
     volume = load_volume(paths)
     headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in paths]
     result = build_outputs(volume, case.labels, BUNDLE, _ctx(paths, tmp_path), headers)
-    assert [ds.Modality for ds in result.datasets] == ["SEG", "SR"]
+    assert [ds.Modality for ds in result.datasets] == ["SEG", "SR", "SR"]
+    assert [ds.SeriesNumber for ds in result.datasets] == [901, 902, 903]  # 903: planar-only viewer SR
     _check_valid(result.datasets, tmp_path)
     found = result.findings
     assert found["model"] == {"id": "lln-t2-demo", "version": "0.0-test"}
@@ -131,7 +132,8 @@ def test_demo_model_finds_nodes(pipeline, tmp_path: Path) -> None:
     case = generate_case(21, n_nodes=3)
     paths = _write(case, tmp_path / "mr")
     result = pipeline.run(paths, _ctx(paths, tmp_path))
-    assert [ds.Modality for ds in result.datasets] == ["SEG", "SR"]
+    assert [ds.Modality for ds in result.datasets] == ["SEG", "SR", "SR"]
+    assert [ds.SeriesNumber for ds in result.datasets] == [901, 902, 903]  # 903: planar-only viewer SR
     found = result.findings
     # the demo model (held-out detection 49/49) finds the phantom's nodes where they are
     assert sorted((n["station"], n["side"]) for n in found["nodes"]) == sorted((n.station, n.side) for n in case.nodes)

@@ -242,18 +242,18 @@ def test_ohif_shows_seg_and_sr(tmp_path: Path) -> None:
             break
     else:  # pragma: no cover - generator changed
         pytest.fail("no synthetic case with both positive and negative nodes")
-    seg, sr = result.datasets
+    seg, full_sr, sr = result.datasets  # sr: the planar-only viewer SR the user opens in OHIF
     mr = [pydicom.dcmread(p) for p in mr_paths]
     study = str(mr[0].StudyInstanceUID)
     if VARIANT == "sr-no-planar":  # only the volumetric + summary groups
-        sr = _filter_groups(sr, with_coordinates=False)
+        sr = _filter_groups(full_sr, with_coordinates=False)
     elif VARIANT == "sr-planar-only":  # only the planar (SCOORD) groups
-        sr = _filter_groups(sr, with_coordinates=True)
+        sr = _filter_groups(full_sr, with_coordinates=True)
     elif VARIANT == "sr-merged-nodes":  # one Tracking UID per node, no summary group
-        sr = _merge_node_groups(sr)
+        sr = _merge_node_groups(full_sr)
     elif VARIANT == "seg-other-series":  # derived objects of a series the PACS does not have
         _, other = _outputs(seed + 100, tmp_path / "other", study_uid=study)
-        seg, sr = other.datasets
+        seg, full_sr, sr = other.datasets
     elif VARIANT:
         pytest.fail(f"unknown VIEWER_VARIANT {VARIANT!r}")
     labels = [str(s.SegmentLabel) for s in seg.SegmentSequence]
@@ -267,9 +267,9 @@ def test_ohif_shows_seg_and_sr(tmp_path: Path) -> None:
     orthanc = Orthanc(tmp_path / "orthanc").start()
     server = None
     try:
-        _c_store(orthanc, [*mr, seg, sr])
+        _c_store(orthanc, [*mr, seg, full_sr, sr])
         stored = {m: len(orthanc.instances(m)) for m in ("MR", "SEG", "SR")}
-        assert stored == {"MR": len(mr), "SEG": 1, "SR": 1}, stored
+        assert stored == {"MR": len(mr), "SEG": 1, "SR": 2}, stored
         server = ViewerServer(DIST, HERE / "app-config.js", orthanc.url, port=free_port()).start()
         if OUT.exists():
             shutil.rmtree(OUT)
