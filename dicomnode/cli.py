@@ -42,7 +42,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from dicomnode.node import Node  # noqa: PLC0415 - heavy imports only for serve
 
     node = Node(config)
-    node.start()
+    try:
+        node.start()
+    except OSError as exc:  # e.g. a port already in use: stop what did start, then exit
+        node.shutdown(0)
+        print(f"dicomnode: cannot start: {exc}", file=sys.stderr)
+        return 2
     print(f"dicomnode listening as {config.node.ae_title} on {config.node.host}:{node.port}"
           f" (Ctrl-C to stop)", file=sys.stderr, flush=True)
     node.serve(args.drain_timeout)

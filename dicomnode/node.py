@@ -117,6 +117,8 @@ class Node:
         """Stop accepting associations, finish or requeue jobs, stop sending, exit."""
         self.stop_event.set()
         self.scp.stop()
+        if not self.worker.threads:  # start() failed before the worker ran
+            return
         self.worker.shutdown(drain_timeout_s)
         self.dispatcher.shutdown(10.0)
         if self.http is not None:

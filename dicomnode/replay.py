@@ -204,6 +204,6 @@ def replay_command(args: argparse.Namespace) -> int:
     if args.wait_results:
         results = wait_results(args.wait_results, series, args.timeout)
         print_findings(results, series)
-        if not results:
+        if not results or any(r["_kind"] == "error.json" for r in results.values()):
             return 1
     return 1 if failed else 0

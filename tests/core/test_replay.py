@@ -45,3 +45,19 @@ def test_scan_proposes_exact_contexts_incl_seg(testdata):
     classes = {f.sop_class for f in files}
     assert "1.2.840.10008.5.1.4.1.1.66.4" in classes  # Segmentation Storage
     assert all(f.syntax for f in files)
+
+
+def test_serve_exits_when_its_http_port_is_taken(tmp_path, plumbing_bundle):
+    import socket
+
+    import yaml
+
+    config = node_config(tmp_path, plumbing_bundle())
+    port = yaml.safe_load(config.read_text())["http"]["port"]
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", port))
+        busy.listen()
+        out = subprocess.run([sys.executable, "-m", "dicomnode", "serve", "--config", str(config)],
+                             capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 2
+    assert "cannot start" in out.stderr and "Address already in use" in out.stderr
