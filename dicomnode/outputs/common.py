@@ -8,12 +8,19 @@ __all__ = [
     "MANUFACTURER",
     "NOT_FOR_CLINICAL_USE",
     "SOFTWARE_VERSION",
+    "TYPE2_PATIENT_STUDY",
     "series_description",
 ]
 
 MANUFACTURER = "dicomnode"
 SOFTWARE_VERSION = "0.1.0"
 NOT_FOR_CLINICAL_USE = "NOT FOR CLINICAL USE"
+#: Type 2 Patient/Study attributes every output copies from its source; some sources leave
+#: them out, and an empty value is what the standard asks for when unknown.
+TYPE2_PATIENT_STUDY = (
+    "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+    "ReferringPhysicianName", "StudyID", "AccessionNumber",
+)
 
 
 def series_description(bundle: ModelBundle, what: str) -> str:

@@ -25,7 +25,7 @@ from pydicom.sr.coding import Code
 from dicomnode.dicom.volume import Volume
 from dicomnode.errors import OutputError
 from dicomnode.inference.manifest import ModelBundle
-from dicomnode.outputs.common import MANUFACTURER, SOFTWARE_VERSION, series_description
+from dicomnode.outputs.common import MANUFACTURER, SOFTWARE_VERSION, TYPE2_PATIENT_STUDY, series_description
 from dicomnode.pipelines.base import PipelineContext
 from dicomnode.pipelines.lln_findings import LlnFindings, NodeFinding
 
@@ -66,17 +66,7 @@ _REGION_RGB = {
     "obturator": (0, 255, 0),
     "external_iliac": (128, 0, 128),
 }
-_TYPE2_COPIED = (
-    "PatientName",
-    "PatientID",
-    "PatientBirthDate",
-    "PatientSex",
-    "StudyDate",
-    "StudyTime",
-    "ReferringPhysicianName",
-    "StudyID",
-    "AccessionNumber",
-)
+_TYPE2_COPIED = TYPE2_PATIENT_STUDY
 _NODE_RGB = {True: (255, 255, 0), False: (0, 0, 255)}
 
 

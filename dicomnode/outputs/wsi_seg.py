@@ -34,7 +34,7 @@ from pydicom.uid import JPEG2000Lossless
 
 from dicomnode.errors import OutputError
 from dicomnode.inference.manifest import ModelBundle
-from dicomnode.outputs.common import MANUFACTURER, SOFTWARE_VERSION, series_description
+from dicomnode.outputs.common import MANUFACTURER, SOFTWARE_VERSION, TYPE2_PATIENT_STUDY, series_description
 
 __all__ = [
     "BAND_COLOURS",
@@ -52,20 +52,7 @@ logger = logging.getLogger(__name__)
 BAND_COLOURS: tuple[tuple[int, int, int], ...] = ((255, 0, 0), (0, 200, 0), (0, 0, 255))
 TUMOUR_COLOUR = (255, 255, 0)
 SEG_SERIES_NUMBER = 9101
-#: Type 2 Patient/Study attributes the outputs copy from the source; some converters
-#: leave them out, and an empty value is what the standard asks for when unknown.
-_TYPE2_COPIED = (
-    "PatientName",
-    "PatientID",
-    "PatientBirthDate",
-    "PatientSex",
-    "StudyDate",
-    "StudyTime",
-    "ReferringPhysicianName",
-    "StudyID",
-    "AccessionNumber",
-    "ContainerIdentifier",
-)
+_TYPE2_COPIED = (*TYPE2_PATIENT_STUDY, "ContainerIdentifier")
 
 
 @dataclass(frozen=True)
