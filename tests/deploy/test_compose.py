@@ -17,7 +17,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from .conftest import DOCKER, ROOT
@@ -42,9 +41,7 @@ def _orthanc() -> dict[str, Any]:
 
 def _tool(name: str) -> str:
     found = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
-    if found is None:
-        pytest.skip(f"{name} not installed "
-                    "(apt-get install docker-compose / pip install podman-compose)")
+    assert found is not None, f"{name} not installed: `make deps` / `make venv` install docker-compose / podman-compose"
     return found
 
 

@@ -15,10 +15,8 @@ from scipy import ndimage
 
 from dicomnode.errors import ModelError
 from dicomnode.inference.manifest import load_bundle
-from dicomnode.inference.nnunet import NnUNetRunner, is_available
+from dicomnode.inference.nnunet import NnUNetRunner
 from dicomnode.synth.mr import generate_case
-
-pytestmark = pytest.mark.skipif(not is_available(), reason="torch/nnunetv2 not installed")
 
 BUNDLE = Path(__file__).resolve().parents[2] / "models" / "lln-t2-demo"
 CLI = Path(sys.executable).parent / "nnUNetv2_predict_from_modelfolder"

@@ -6,10 +6,9 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import pytest
-
-torch = pytest.importorskip("torch")
-ort = pytest.importorskip("onnxruntime")
+import torch
 
 from dicomnode.errors import ModelError  # noqa: E402
 from dicomnode.inference.manifest import load_bundle  # noqa: E402
@@ -201,7 +200,7 @@ def test_demo_bundle_separates_tumour_from_normal(tmp_path: Path) -> None:
 
 def _helper_graph(path: Path, elem_type: int) -> None:
     """A hand-built graph ``input (elem_type) -> Cast(float) -> prob``, shape kept."""
-    onnx = pytest.importorskip("onnx")
+    import onnx
     from onnx import TensorProto, helper
 
     node = helper.make_node("Cast", ["input"], ["prob"], to=TensorProto.FLOAT)

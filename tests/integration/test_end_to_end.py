@@ -14,11 +14,11 @@ import sys
 
 import pytest
 import yaml
-
 from conftest import REPO
-from dicomnode.config import default_config_text
 from netutil import free_port, wait_for
 from orthanc import orthanc, private_netns
+
+from dicomnode.config import default_config_text
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow,
               pytest.mark.skipif(not private_netns(), reason="Orthanc binds all interfaces: needs the private "
@@ -64,6 +64,7 @@ def _series_of(pacs, modality: str) -> list[dict]:
 
 def test_mri_storescu_to_orthanc(tmp_path, testdata):
     from conftest import running_node
+
     from dicomnode.config import load_config  # noqa: F401 - config validated by running_node
     from dicomnode.synth.mr import generate_case
 
@@ -86,6 +87,7 @@ def test_mri_storescu_to_orthanc(tmp_path, testdata):
 
 def test_wsi_replay_to_orthanc_with_preview(tmp_path, testdata):
     from conftest import running_node
+
     from dicomnode.synth.wsi import generate_slide
 
     slide = generate_slide(tmp_path / "slide", 5, size_mm=(3.0, 3.0), deposits=[(1.5, 1.5, 0.8)])

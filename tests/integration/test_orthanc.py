@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO, node_config, running_node
 from netutil import wait_for
 from orthanc import orthanc, private_netns

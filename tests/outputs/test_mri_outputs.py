@@ -20,7 +20,7 @@ from dicomnode.errors import OutputError
 from dicomnode.inference.manifest import ModelBundle
 from dicomnode.outputs.mri_seg import build_seg, segment_map
 from dicomnode.outputs.mri_sr import build_sr
-from dicomnode.outputs.validate import dciodvfy_available, dciodvfy_errors
+from dicomnode.outputs.validate import dciodvfy_errors
 from dicomnode.pipelines.base import PipelineContext
 from dicomnode.pipelines.lln_findings import LabelScheme, LlnFindings, compute_findings
 from dicomnode.synth.mr import generate_case
@@ -47,8 +47,6 @@ BUNDLE = ModelBundle(
     labels=LABELS,
     thresholds={"short_axis_positive_mm": 7.0},
 )
-needs_dciodvfy = pytest.mark.skipif(not dciodvfy_available(), reason="dicom3tools missing")
-needs_dcmqi = pytest.mark.skipif(not (BIN / "tid1500reader").exists(), reason="dcmqi missing")
 
 
 @dataclass
@@ -93,7 +91,6 @@ def synthetic(tmp_path_factory: pytest.TempPathFactory) -> Outputs:
     return _build(sources, case.labels, tmp)
 
 
-@needs_dciodvfy
 def test_dciodvfy_no_errors(synthetic: Outputs) -> None:
     assert synthetic.seg_path is not None
     assert dciodvfy_errors(synthetic.seg_path) == []
@@ -164,7 +161,6 @@ def test_sr_groups_and_values(synthetic: Outputs) -> None:
     assert summary_status["Lymph Node"] == "Present"
 
 
-@needs_dcmqi
 def test_dcmqi_reads_seg_with_same_geometry(synthetic: Outputs, tmp_path: Path) -> None:
     subprocess.run(
         [BIN / "segimage2itkimage", "--inputDICOM", synthetic.seg_path,
@@ -183,7 +179,6 @@ def test_dcmqi_reads_seg_with_same_geometry(synthetic: Outputs, tmp_path: Path) 
     np.testing.assert_array_equal(combined, expected)
 
 
-@needs_dcmqi
 def test_dcmqi_reads_sr_values(synthetic: Outputs, tmp_path: Path) -> None:
     out = tmp_path / "sr.json"
     subprocess.run(
@@ -211,7 +206,6 @@ def test_uids_identical_across_runs(synthetic: Outputs, tmp_path: Path) -> None:
     assert other.sr.SOPInstanceUID != synthetic.sr.SOPInstanceUID
 
 
-@needs_dciodvfy
 def test_no_nodes_gives_sr_only(synthetic: Outputs, tmp_path: Path) -> None:
     labels = np.where(synthetic.labels >= 4, 0, synthetic.labels).astype(np.uint8)
     out = _build(synthetic.sources, labels, tmp_path)
@@ -226,7 +220,6 @@ def test_no_nodes_gives_sr_only(synthetic: Outputs, tmp_path: Path) -> None:
     assert len(evidence) == 1  # only the source series, no SEG
 
 
-@needs_dciodvfy
 def test_real_oblique_series_single_node_segment(tmp_path: Path) -> None:
     sources = [pydicom.dcmread(p) for p in sorted(ADC.iterdir())]
     volume = load_volume(sources)
@@ -239,7 +232,6 @@ def test_real_oblique_series_single_node_segment(tmp_path: Path) -> None:
     assert dciodvfy_errors(out.seg_path) == [] and dciodvfy_errors(out.sr_path) == []
 
 
-@needs_dciodvfy
 def test_enhanced_mr_source(tmp_path: Path) -> None:
     ds = pydicom.dcmread(ENHANCED)
     ds.FrameOfReferenceUID = pydicom.uid.generate_uid(entropy_srcs=["enhanced-test"])

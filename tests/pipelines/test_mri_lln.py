@@ -12,7 +12,7 @@ import pytest
 from dicomnode.dicom.volume import load_volume
 from dicomnode.errors import ModelError, PipelineError, VolumeError
 from dicomnode.inference.manifest import ModelBundle, load_bundle
-from dicomnode.outputs.validate import dciodvfy_available, dciodvfy_errors
+from dicomnode.outputs.validate import dciodvfy_errors
 from dicomnode.pipelines import create_pipeline
 from dicomnode.pipelines.base import PipelineContext
 from dicomnode.pipelines.mri_lln import build_outputs, create
@@ -37,7 +37,6 @@ BUNDLE = ModelBundle(
     labels=LABELS,
     thresholds={"short_axis_positive_mm": 7.0},
 )
-needs_dciodvfy = pytest.mark.skipif(not dciodvfy_available(), reason="dicom3tools missing")
 
 
 def _write(case, folder: Path) -> list[Path]:
@@ -60,7 +59,6 @@ def _check_valid(datasets, tmp: Path) -> None:
         assert dciodvfy_errors(tmp / f"out{k}.dcm") == []
 
 
-@needs_dciodvfy
 def test_build_outputs_matches_phantom_truth(tmp_path: Path) -> None:
     case = generate_case(5, oblique_deg=15.0, n_nodes=4)
     paths = _write(case, tmp_path / "mr")
@@ -86,7 +84,6 @@ def test_build_outputs_matches_phantom_truth(tmp_path: Path) -> None:
         assert match["long_axis_mm"] == pytest.approx(node.long_axis_mm, abs=1.6)
 
 
-@needs_dciodvfy
 def test_no_nodes_gives_sr_only(tmp_path: Path) -> None:
     case = generate_case(6, with_nodes=False)
     paths = _write(case, tmp_path / "mr")
@@ -116,9 +113,6 @@ def test_create_refuses_wrong_bundle_or_settings() -> None:
 
 # ----------------------------------------------------------------- demo model, end to end
 
-needs_demo = pytest.mark.skipif(
-    not (DEMO / "model.yaml").is_file(), reason="demo bundle models/lln-t2-demo not committed"
-)
 
 
 @pytest.fixture(scope="module")
@@ -126,8 +120,6 @@ def pipeline():
     return create_pipeline("mri-lln", load_bundle(DEMO), {"device": "cpu", "threads": 1})
 
 
-@needs_demo
-@needs_dciodvfy
 def test_demo_model_finds_nodes(pipeline, tmp_path: Path) -> None:
     case = generate_case(21, n_nodes=3)
     paths = _write(case, tmp_path / "mr")
@@ -144,7 +136,6 @@ def test_demo_model_finds_nodes(pipeline, tmp_path: Path) -> None:
     assert [d.SOPInstanceUID for d in again.datasets] == [d.SOPInstanceUID for d in result.datasets]
 
 
-@needs_demo
 def test_demo_pipeline_refuses_gap_and_localizer(pipeline, tmp_path: Path) -> None:
     case = generate_case(22, n_nodes=1)
     paths = _write(case, tmp_path / "mr")

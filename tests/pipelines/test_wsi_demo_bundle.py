@@ -20,7 +20,6 @@ CASES = {
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not (DEMO / "model.yaml").is_file(), reason="demo bundle models/wsi-ln-demo not committed yet"),
 ]
 
 
