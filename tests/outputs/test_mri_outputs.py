@@ -13,6 +13,7 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
+from lln_labels import LABELS, THRESHOLDS, lln_bundle
 from pydicom.sr.codedict import codes
 
 from dicomnode.dicom.volume import Volume, load_volume
@@ -28,25 +29,8 @@ from dicomnode.synth.mr import generate_case
 BIN = Path(sys.executable).parent
 ENHANCED = Path("/work/shared/testdata/mr/enhanced/siemens_enhanced_oblique_8frames.dcm")
 ADC = Path("/work/shared/testdata/mr/prostate-adc-oblique-ge-qin")
-LABELS = {
-    1: {"role": "region", "station": "internal_iliac"},
-    2: {"role": "region", "station": "obturator"},
-    3: {"role": "region", "station": "external_iliac"},
-    4: {"role": "node", "class": "positive"},
-    5: {"role": "node", "class": "negative"},
-}
-SCHEME = LabelScheme.from_manifest(LABELS, {"short_axis_positive_mm": 7.0})
-BUNDLE = ModelBundle(
-    root=Path("models/lln-t2-demo"),
-    id="lln-t2-demo",
-    version="0.1.0",
-    task="mri-lln",
-    backend="nnunetv2",
-    files={},
-    intended_use="research demo",
-    labels=LABELS,
-    thresholds={"short_axis_positive_mm": 7.0},
-)
+SCHEME = LabelScheme.from_manifest(LABELS, THRESHOLDS)
+BUNDLE = lln_bundle("0.1.0")
 
 
 @dataclass

@@ -7,19 +7,13 @@ import math
 
 import numpy as np
 import pytest
+from lln_labels import LABELS, THRESHOLDS
 
 from dicomnode.dicom.volume import SourceFrame, Volume
 from dicomnode.errors import PipelineError
 from dicomnode.pipelines.lln_findings import LabelScheme, compute_findings
 
-LABELS = {
-    1: {"role": "region", "station": "internal_iliac"},
-    2: {"role": "region", "station": "obturator"},
-    3: {"role": "region", "station": "external_iliac"},
-    4: {"role": "node", "class": "positive"},
-    5: {"role": "node", "class": "negative"},
-}
-SCHEME = LabelScheme.from_manifest(LABELS, {"short_axis_positive_mm": 7.0})
+SCHEME = LabelScheme.from_manifest(LABELS, THRESHOLDS)
 
 
 def _rotation(deg_z: float, deg_x: float) -> np.ndarray:

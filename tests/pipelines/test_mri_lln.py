@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from lln_labels import lln_bundle
 
 from dicomnode.dicom.volume import load_volume
 from dicomnode.errors import ModelError, PipelineError, VolumeError
-from dicomnode.inference.manifest import ModelBundle, load_bundle
+from dicomnode.inference.manifest import load_bundle
 from dicomnode.outputs.validate import dciodvfy_errors
 from dicomnode.pipelines import create_pipeline
 from dicomnode.pipelines.base import PipelineContext
@@ -19,24 +20,7 @@ from dicomnode.pipelines.mri_lln import build_outputs, create
 from dicomnode.synth.mr import generate_case
 
 DEMO = Path(__file__).resolve().parents[2] / "models" / "lln-t2-demo"
-LABELS = {
-    1: {"role": "region", "station": "internal_iliac"},
-    2: {"role": "region", "station": "obturator"},
-    3: {"role": "region", "station": "external_iliac"},
-    4: {"role": "node", "class": "positive"},
-    5: {"role": "node", "class": "negative"},
-}
-BUNDLE = ModelBundle(
-    root=DEMO,
-    id="lln-t2-demo",
-    version="0.0-test",
-    task="mri-lln",
-    backend="nnunetv2",
-    files={},
-    intended_use="research demo",
-    labels=LABELS,
-    thresholds={"short_axis_positive_mm": 7.0},
-)
+BUNDLE = lln_bundle("0.0-test", DEMO)
 
 
 def _write(case, folder: Path) -> list[Path]:

@@ -78,22 +78,10 @@ if os.environ.get("DICOMNODE_VIEWER_TEST") != "1":
 
 
 def _bundle() -> Any:
-    """The demo bundle when trained, else the same labels/thresholds in a ModelBundle."""
-    from dicomnode.inference.manifest import ModelBundle, load_bundle
+    """The committed demo bundle (its labels, thresholds, identity and clinical-use flag)."""
+    from dicomnode.inference.manifest import load_bundle
 
-    demo = REPO / "models" / "lln-t2-demo"
-    if (demo / "model.yaml").is_file():
-        return load_bundle(demo)
-    labels = {
-        1: {"role": "region", "station": "internal_iliac"},
-        2: {"role": "region", "station": "obturator"},
-        3: {"role": "region", "station": "external_iliac"},
-        4: {"role": "node", "class": "positive"},
-        5: {"role": "node", "class": "negative"},
-    }
-    return ModelBundle(root=demo, id="lln-t2-demo", version="0.0-viewer-test", task="mri-lln",
-                       backend="nnunetv2", files={}, intended_use="research demo", labels=labels,
-                       thresholds={"short_axis_positive_mm": 7.0})
+    return load_bundle(REPO / "models" / "lln-t2-demo")
 
 
 def _write(datasets: list[Dataset], folder: Path) -> list[Path]:
