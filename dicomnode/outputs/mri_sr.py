@@ -20,9 +20,10 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Union, cast
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
+import pydicom
 from pydicom import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
@@ -227,19 +228,42 @@ def _groups(
     return groups
 
 
-def _check_readback(sr: Dataset, findings: LlnFindings, viewer: bool = False) -> None:
-    import highdicom as hd
+def _code(item: Dataset) -> str:
+    names = item.get("ConceptNameCodeSequence")
+    return str(names[0].CodeValue) if names else ""
 
+
+def _group_counts(sr: Dataset) -> tuple[int, int, int]:
+    """(volumetric, planar, other) TID 1500 measurement groups of an encoded-and-parsed SR."""
+    counts = [0, 0, 0]
+    for container in sr.ContentSequence:
+        if container.ValueType != "CONTAINER" or _code(container) != "126010":  # Imaging Measurements
+            continue
+        for group in container.get("ContentSequence", []):
+            if group.ValueType != "CONTAINER" or _code(group) != "125007":  # Measurement Group
+                continue
+            items = group.get("ContentSequence", [])
+            if any(it.ValueType in ("SCOORD", "SCOORD3D") for it in items):
+                counts[1] += 1
+            elif any(it.ValueType == "IMAGE" and _code(it) == "121191" for it in items):  # Referenced Segment
+                counts[0] += 1
+            else:
+                counts[2] += 1
+    return counts[0], counts[1], counts[2]
+
+
+def _check_readback(sr: Dataset, findings: LlnFindings, viewer: bool = False) -> None:
+    """Encode, parse back with pydicom and count the groups by their TID 1500 structure.
+
+    (A full highdicom ``srread`` of a 20-node SR took 3.5 s in the pipeline; the tests do
+    that deeper read-back, with dcmqi too.)
+    """
     buffer = io.BytesIO()
     sr.save_as(buffer)
     buffer.seek(0)
-    report = cast("hd.sr.MeasurementReport", hd.sr.srread(buffer).content)
+    parsed = pydicom.dcmread(buffer)
     n = len(findings.nodes)
-    counts = (
-        len(report.get_volumetric_roi_measurement_groups()),
-        len(report.get_planar_roi_measurement_groups()),
-        len(report.get_image_measurement_groups()),
-    )
+    counts = _group_counts(parsed)
     expected = (0, 2 * n, 0) if viewer else (n, 2 * n, 1)
     if counts != expected:
         raise OutputError(f"SR read-back has (volumetric, planar, summary) groups {counts}, expected {expected}")

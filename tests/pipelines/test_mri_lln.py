@@ -132,3 +132,21 @@ def test_demo_pipeline_refuses_gap_and_localizer(pipeline, tmp_path: Path) -> No
     scout.save_as(tmp_path / "scout.dcm")
     with pytest.raises(VolumeError, match=r"localizer.*scout\.dcm"):
         pipeline.run([*paths, tmp_path / "scout.dcm"], _ctx(paths, tmp_path))
+
+
+def test_sr_structure_check_catches_a_missing_group(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from dicomnode.errors import OutputError
+    from dicomnode.outputs.mri_sr import _check_readback, _group_counts
+
+    case = generate_case(21)
+    paths = case.write(tmp_path / "mr")
+    result = build_outputs(load_volume(paths), case.labels, BUNDLE, _ctx(paths, tmp_path), case.datasets)
+    _, sr, viewer = result.datasets
+    n = result.findings["n_nodes"]
+    assert _group_counts(sr) == (n, 2 * n, 1) and _group_counts(viewer) == (0, 2 * n, 0)
+    measurements = next(c for c in sr.ContentSequence if c.ValueType == "CONTAINER")
+    del measurements.ContentSequence[-1]  # drop one planar group
+    with pytest.raises(OutputError, match="read-back has"):
+        _check_readback(sr, SimpleNamespace(nodes=[None] * n))
