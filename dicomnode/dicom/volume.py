@@ -34,7 +34,7 @@ from dicomnode.errors import VolumeError
 if TYPE_CHECKING:
     import SimpleITK
 
-__all__ = ["SourceFrame", "Volume", "load_volume"]
+__all__ = ["SourceFrame", "Volume", "load_volume", "read_instances"]
 
 logger = logging.getLogger(__name__)
 
@@ -234,6 +234,12 @@ def _read(item: Path | str | Dataset) -> tuple[Dataset, Path | None]:
         return pydicom.dcmread(path), path
     except Exception as exc:  # pydicom raises several types for unreadable files
         raise VolumeError(f"not a readable DICOM file: {exc}", instances=[path.name]) from exc
+
+
+def read_instances(paths: Sequence[Path | str]) -> list[Dataset]:
+    """Read a series' files once (for :func:`load_volume` and, pixels dropped, as SEG/SR
+    evidence); an unreadable file is a :class:`VolumeError` naming it."""
+    return [_read(path)[0] for path in paths]
 
 
 def _check_instances(datasets: Sequence[tuple[Dataset, Path | None]]) -> None:

@@ -19,10 +19,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pydicom
 from pydicom import Dataset
 
-from dicomnode.dicom.volume import Volume, load_volume
+from dicomnode.dicom.volume import Volume, load_volume, read_instances
 from dicomnode.errors import ModelError, PipelineError, VolumeError
 from dicomnode.inference.manifest import ModelBundle
 from dicomnode.pipelines.base import PipelineContext, PipelineResult
@@ -127,8 +126,9 @@ class MriLlnPipeline:
         PipelineError, ModelError, OutputError
             Inference or output building failed; the message says why.
         """
-        try:
-            volume = load_volume(files, spacing_tolerance=self.spacing_tolerance)
+        try:  # each file is read once: pixels for the volume, headers as SEG/SR evidence
+            datasets = read_instances(files)
+            volume = load_volume(datasets, spacing_tolerance=self.spacing_tolerance)
         except VolumeError as exc:
             exc.series_uid = exc.series_uid or ctx.series_uid
             raise
@@ -140,8 +140,9 @@ class MriLlnPipeline:
             tuple(round(s, 3) for s in volume.spacing_zyx),
         )
         label_map = self.runner.predict(volume.array, volume.spacing_zyx)
-        headers = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
-        result = build_outputs(volume, label_map, self.bundle, ctx, headers)
+        for ds in datasets:  # the volume holds its own copy; evidence needs headers only
+            del ds.PixelData
+        result = build_outputs(volume, label_map, self.bundle, ctx, datasets)
         logger.info(
             "job %s series %s: %d node(s), LLN %s",
             ctx.job_id,
