@@ -23,8 +23,12 @@ HOST_CA       ?= /etc/ssl/certs/ca-certificates.crt
 # instead of downloading them. Empty on machines without them: pip then uses PyPI only.
 LOCAL_PIP_INDEXES ?= $(wildcard /opt/pypi/simple /opt/pypi-more/simple)
 
-export CONTAINERS_STORAGE_CONF := $(PODMAN_DIR)/storage.conf
-export CONTAINERS_CONF         := $(PODMAN_DIR)/containers.conf
+# Only for the container targets: exported globally they would point every other target's
+# podman (e.g. podman-compose in `make test`) at config files that exist only after
+# `make podman-config`.
+_PODMAN_TARGETS := container-deps podman-config base-image image image-cuda test-image clean-podman
+$(_PODMAN_TARGETS): export CONTAINERS_STORAGE_CONF := $(PODMAN_DIR)/storage.conf
+$(_PODMAN_TARGETS): export CONTAINERS_CONF         := $(PODMAN_DIR)/containers.conf
 
 _BUILD_ARGS := --format docker --network host --pull=never --secret id=hostca,src=$(HOST_CA)
 ifneq ($(strip $(LOCAL_PIP_INDEXES)),)
@@ -44,9 +48,9 @@ container-deps:
 podman-config:
 	@mkdir -p $(PODMAN_DIR)
 	@printf '[storage]\ndriver = "overlay"\ngraphroot = "%s"\nrunroot = "%s"\n' \
-	  $(PODMAN_DIR)/storage $(PODMAN_DIR)/run > $(CONTAINERS_STORAGE_CONF)
+	  $(PODMAN_DIR)/storage $(PODMAN_DIR)/run > $(PODMAN_DIR)/storage.conf
 	@printf '[containers]\ndefault_ulimits = ["nofile=%s:%s", "nproc=32768:32768"]\n[engine]\nruntime = "runc"\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\n' \
-	  $$(ulimit -Hn) $$(ulimit -Hn) > $(CONTAINERS_CONF)
+	  $$(ulimit -Hn) $$(ulimit -Hn) > $(PODMAN_DIR)/containers.conf
 
 # Tagged under both names so that `FROM debian:bookworm-slim` resolves locally.
 base-image: container-deps podman-config
