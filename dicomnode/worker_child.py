@@ -34,7 +34,11 @@ def write_result(result: PipelineResult, outputs: Path) -> list[str]:
     names = []
     for ds in result.datasets:
         name = f"{ds.Modality}-{ds.SOPInstanceUID}.dcm"
-        ds.save_as(outputs / name, enforce_file_format=True)
+        data = result.encoded.get(str(ds.SOPInstanceUID))
+        if data is None:
+            ds.save_as(outputs / name, enforce_file_format=True)
+        else:
+            (outputs / name).write_bytes(data)
         names.append(name)
     for name, data in result.files.items():
         (outputs / name).write_bytes(data)

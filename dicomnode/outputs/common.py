@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import io
+from collections.abc import MutableMapping
+
+from pydicom import Dataset
+
 from dicomnode.inference.manifest import ModelBundle
 
 __all__ = [
@@ -9,6 +14,7 @@ __all__ = [
     "NOT_FOR_CLINICAL_USE",
     "SOFTWARE_VERSION",
     "TYPE2_PATIENT_STUDY",
+    "encode",
     "series_description",
 ]
 
@@ -32,3 +38,18 @@ def series_description(bundle: ModelBundle, what: str) -> str:
     if bundle.not_for_clinical_use:
         text = f"{text} - {NOT_FOR_CLINICAL_USE}"
     return text[:64]
+
+
+def encode(ds: Dataset, store: MutableMapping[str, bytes] | None = None) -> bytes:
+    """The DICOM Part-10 file bytes of ``ds`` (exactly what ``save_as`` writes to disk).
+
+    Output builders encode once for their read-back check; with ``store`` the bytes are
+    kept under the SOP Instance UID so that writing the result reuses them instead of
+    encoding the dataset a second time (an SR of 20 nodes takes ~0.4 s to encode here).
+    """
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    data = buffer.getvalue()
+    if store is not None:
+        store[str(ds.SOPInstanceUID)] = data
+    return data

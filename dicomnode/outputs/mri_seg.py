@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -25,7 +25,7 @@ from pydicom.sr.coding import Code
 from dicomnode.dicom.volume import Volume
 from dicomnode.errors import OutputError
 from dicomnode.inference.manifest import ModelBundle
-from dicomnode.outputs.common import MANUFACTURER, SOFTWARE_VERSION, TYPE2_PATIENT_STUDY, series_description
+from dicomnode.outputs.common import MANUFACTURER, SOFTWARE_VERSION, TYPE2_PATIENT_STUDY, encode, series_description
 from dicomnode.pipelines.base import PipelineContext
 from dicomnode.pipelines.lln_findings import LlnFindings, NodeFinding
 
@@ -217,14 +217,13 @@ def segment_map(label_map: np.ndarray, findings: LlnFindings) -> tuple[np.ndarra
     return out, regions
 
 
-def _check_readback(seg: hd.seg.Segmentation, volume: Volume, expected: np.ndarray) -> None:
+def _check_readback(
+    seg: hd.seg.Segmentation, volume: Volume, expected: np.ndarray, store: MutableMapping[str, bytes] | None = None
+) -> None:
     """Encode, decode with highdicom and compare every source plane with ``expected``."""
     import highdicom as hd
 
-    buffer = io.BytesIO()
-    seg.save_as(buffer)
-    buffer.seek(0)
-    back = hd.seg.segread(buffer)
+    back = hd.seg.segread(io.BytesIO(encode(seg, store)))
     first = volume.sources[0]
     if first.frame_number is None:
         got = back.get_pixels_by_source_instance(
@@ -280,6 +279,7 @@ def build_seg(
     bundle: ModelBundle,
     ctx: PipelineContext,
     source_datasets: Sequence[Dataset],
+    encoded: MutableMapping[str, bytes] | None = None,
 ) -> hd.seg.Segmentation | None:
     """Build and verify the BINARY SEG; ``None`` when there is no node.
 
@@ -295,6 +295,8 @@ def build_seg(
         Model bundle and job context (deterministic UIDs).
     source_datasets
         The series' instances (with pixel data or not).
+    encoded
+        Where to keep the checked SEG's Part-10 bytes (by SOP Instance UID) for writing.
 
     Raises
     ------
@@ -315,6 +317,6 @@ def build_seg(
     descriptions += [_region_description(num, st, bundle, ctx) for num, st in regions]
     seg = _encode(sources, _frame_array(volume, segments), descriptions, bundle, ctx)
     seg.ContentCreatorName = None  # Type 2 in Content Identification; unknown for a device
-    _check_readback(seg, volume, segments)
+    _check_readback(seg, volume, segments, encoded)
     logger.info("SEG with %d segment(s), %d frame(s)", len(descriptions), seg.NumberOfFrames)
     return seg

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Sequence
+import copy
+from collections.abc import MutableMapping, Sequence
 from typing import TYPE_CHECKING, Union
 
 import numpy as np
@@ -31,7 +32,7 @@ from pydicom.sr.coding import Code
 from dicomnode.dicom.volume import Volume
 from dicomnode.errors import OutputError
 from dicomnode.inference.manifest import ModelBundle
-from dicomnode.outputs.common import MANUFACTURER, series_description
+from dicomnode.outputs.common import MANUFACTURER, encode, series_description
 from dicomnode.outputs.mri_seg import (
     LATERALITY_CODES,
     node_tracking_uid,
@@ -50,7 +51,7 @@ _Group = Union[
     "hd.sr.MeasurementsAndQualitativeEvaluations",
 ]
 
-__all__ = ["SR_SERIES_NUMBER", "SUMMARY_TRACKING_ID", "build_sr"]
+__all__ = ["SR_SERIES_NUMBER", "SUMMARY_TRACKING_ID", "VIEWER_SR_SERIES_NUMBER", "build_sr", "build_viewer_sr"]
 
 logger = logging.getLogger(__name__)
 
@@ -207,7 +208,6 @@ def _groups(
     sources: Sequence[Dataset],
     seg: Dataset | None,
     ctx_bundle: tuple[PipelineContext, ModelBundle],
-    viewer: bool = False,
 ) -> list[_Group]:
     ctx, bundle = ctx_bundle
     by_uid = {str(ds.SOPInstanceUID): ds for ds in sources}
@@ -216,12 +216,11 @@ def _groups(
         src = volume.sources[z]
         return by_uid[src.sop_instance_uid], src.frame_number
 
-    groups: list[_Group] = [] if viewer else [_summary(findings, bundle, ctx)]
+    groups: list[_Group] = [_summary(findings, bundle, ctx)]
     for node in findings.nodes:
         if seg is None:
             raise OutputError("nodes were found but no SEG was given to reference")
-        if not viewer:
-            groups.append(_volumetric(node, seg, bundle, ctx))
+        groups.append(_volumetric(node, seg, bundle, ctx))
         for which, axis in (("short", node.short_axis), ("long", node.long_axis)):
             uid = ctx.uid(bundle, f"node.{node.number}.{which}-axis.tracking")
             groups.append(_planar(node, which, axis, image(axis.slice_index), (uid, bundle)))
@@ -252,21 +251,36 @@ def _group_counts(sr: Dataset) -> tuple[int, int, int]:
     return counts[0], counts[1], counts[2]
 
 
-def _check_readback(sr: Dataset, findings: LlnFindings, viewer: bool = False) -> None:
+def _check_readback(
+    sr: Dataset, findings: LlnFindings, viewer: bool = False, store: MutableMapping[str, bytes] | None = None
+) -> None:
     """Encode, parse back with pydicom and count the groups by their TID 1500 structure.
 
     (A full highdicom ``srread`` of a 20-node SR took 3.5 s in the pipeline; the tests do
-    that deeper read-back, with dcmqi too.)
+    that deeper read-back, with dcmqi too.) The bytes go to ``store`` for writing.
     """
-    buffer = io.BytesIO()
-    sr.save_as(buffer)
-    buffer.seek(0)
-    parsed = pydicom.dcmread(buffer)
+    parsed = pydicom.dcmread(io.BytesIO(encode(sr, store)))
     n = len(findings.nodes)
     counts = _group_counts(parsed)
     expected = (0, 2 * n, 0) if viewer else (n, 2 * n, 1)
     if counts != expected:
         raise OutputError(f"SR read-back has (volumetric, planar, summary) groups {counts}, expected {expected}")
+
+
+def _is_planar_group(item: Dataset) -> bool:
+    return any(it.ValueType in ("SCOORD", "SCOORD3D") for it in item.get("ContentSequence", []))
+
+
+def _planar_only(item: Dataset) -> Dataset:
+    """``item`` itself, or for the Imaging Measurements container a copy with only its planar groups."""
+    if item.ValueType != "CONTAINER" or _code(item) != "126010":
+        return item
+    container = Dataset()
+    for elem in item:
+        if elem.keyword != "ContentSequence":
+            container.add(elem)
+    container.ContentSequence = [g for g in item.ContentSequence if _is_planar_group(g)]
+    return container
 
 
 def _observation_context(bundle: ModelBundle, ctx: PipelineContext) -> hd.sr.ObservationContext:
@@ -293,7 +307,7 @@ def build_sr(
     source_datasets: Sequence[Dataset],
     seg: Dataset | None,
     *,
-    viewer: bool = False,
+    encoded: MutableMapping[str, bytes] | None = None,
 ) -> hd.sr.Comprehensive3DSR:
     """Build and verify the TID 1500 Comprehensive 3D SR.
 
@@ -309,10 +323,8 @@ def build_sr(
         The series' instances; all are recorded as evidence.
     seg
         The SEG from :func:`dicomnode.outputs.mri_seg.build_seg` (``None`` without nodes).
-    viewer
-        Build the planar-only companion SR (short/long-axis polylines per node, no
-        volumetric or summary groups) that OHIF 3.13 can open; the full TID 1500 SR is
-        the default.
+    encoded
+        Where to keep the checked SR's Part-10 bytes (by SOP Instance UID) for writing.
 
     Raises
     ------
@@ -322,29 +334,67 @@ def build_sr(
     import highdicom as hd
 
     sources = source_images(volume, source_datasets)
-    kind = "sr-viewer" if viewer else "sr"
     try:
         report = hd.sr.MeasurementReport(
             observation_context=_observation_context(bundle, ctx),
             procedure_reported=codes.SCT.ImagingProcedure,
-            imaging_measurements=_groups(volume, findings, sources, seg, (ctx, bundle), viewer),
+            imaging_measurements=_groups(volume, findings, sources, seg, (ctx, bundle)),
             title=codes.DCM.ImagingMeasurementReport,
         )
         sr = hd.sr.Comprehensive3DSR(
             evidence=[*sources, *([seg] if seg is not None else [])],
             content=report,
-            series_instance_uid=ctx.uid(bundle, f"{kind}.series"),
-            series_number=VIEWER_SR_SERIES_NUMBER if viewer else SR_SERIES_NUMBER,
-            sop_instance_uid=ctx.uid(bundle, f"{kind}.instance"),
+            series_instance_uid=ctx.uid(bundle, "sr.series"),
+            series_number=SR_SERIES_NUMBER,
+            sop_instance_uid=ctx.uid(bundle, "sr.instance"),
             instance_number=1,
             manufacturer=MANUFACTURER,
-            series_description=series_description(bundle, "LLN SR viewer" if viewer else "LLN SR"),
+            series_description=series_description(bundle, "LLN SR"),
             is_complete=True,
             is_final=False,
             is_verified=False,  # unverified AI output
         )
     except (ValueError, TypeError, AttributeError) as exc:
         raise OutputError(f"SR could not be built: {exc}") from exc
-    _check_readback(sr, findings, viewer)
+    _check_readback(sr, findings, store=encoded)
     logger.info("SR with %d node(s), LLN %s", len(findings.nodes), findings.lln_positive)
     return sr
+
+
+_VIEWER_OWN = frozenset({"ContentSequence", "SeriesInstanceUID", "SOPInstanceUID", "SeriesNumber", "SeriesDescription"})
+
+
+def build_viewer_sr(
+    sr: Dataset,
+    findings: LlnFindings,
+    bundle: ModelBundle,
+    ctx: PipelineContext,
+    *,
+    encoded: MutableMapping[str, bytes] | None = None,
+) -> Dataset:
+    """The planar-only companion of the full SR ``sr``, for viewers, and verify it.
+
+    Same header, evidence, observation context and short/long-axis polyline groups as
+    ``sr``; no volumetric or summary groups (OHIF 3.13 cannot open those); its own series
+    (number 903) and instance UIDs. Derived from ``sr`` instead of built again with
+    highdicom, which costs ~40 ms per node: the groups are shared, not copied (neither
+    dataset is changed after this).
+
+    Raises
+    ------
+    OutputError
+        The result does not read back with exactly the planar groups.
+    """
+    viewer = Dataset()
+    for elem in sr:  # shared elements: setting one of them on `viewer` would change `sr`
+        if elem.keyword not in _VIEWER_OWN:
+            viewer.add(elem)
+    viewer.ContentSequence = [_planar_only(item) for item in sr.ContentSequence]
+    viewer.SeriesInstanceUID = ctx.uid(bundle, "sr-viewer.series")
+    viewer.SOPInstanceUID = ctx.uid(bundle, "sr-viewer.instance")
+    viewer.SeriesNumber = VIEWER_SR_SERIES_NUMBER
+    viewer.SeriesDescription = series_description(bundle, "LLN SR viewer")
+    viewer.file_meta = copy.deepcopy(sr.file_meta)
+    viewer.file_meta.MediaStorageSOPInstanceUID = viewer.SOPInstanceUID
+    _check_readback(viewer, findings, viewer=True, store=encoded)
+    return viewer

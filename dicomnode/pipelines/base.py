@@ -69,11 +69,16 @@ class PipelineResult:
         Side files by name (``"preview.png"`` → bytes), written next to the outputs.
     findings
         JSON-serialisable summary (shown by ``jobs`` / ``replay --wait-results``).
+    encoded
+        Part-10 bytes of (some of) ``datasets`` by SOP Instance UID, produced by their
+        read-back checks after the datasets were final; written as they are instead of
+        encoding the datasets again.
     """
 
     datasets: Sequence[Dataset]
     files: Mapping[str, bytes] = field(default_factory=dict)
     findings: Mapping[str, Any] = field(default_factory=dict)
+    encoded: Mapping[str, bytes] = field(default_factory=dict)
 
 
 class Pipeline(Protocol):

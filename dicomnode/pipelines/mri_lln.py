@@ -75,7 +75,7 @@ def build_outputs(
         A SEG/SR could not be built or failed its read-back check.
     """
     from dicomnode.outputs.mri_seg import build_seg
-    from dicomnode.outputs.mri_sr import build_sr
+    from dicomnode.outputs.mri_sr import build_sr, build_viewer_sr
 
     scheme = LabelScheme.from_manifest(bundle.labels, bundle.thresholds)
     known = {0, *scheme.regions, *scheme.positive, *scheme.negative}
@@ -86,13 +86,14 @@ def build_outputs(
             series_uid=ctx.series_uid,
         )
     findings = compute_findings(label_map, volume, scheme)
-    seg = build_seg(volume, label_map, findings, bundle, ctx, source_datasets)
-    sr = build_sr(volume, findings, bundle, ctx, source_datasets, seg)
+    encoded: dict[str, bytes] = {}
+    seg = build_seg(volume, label_map, findings, bundle, ctx, source_datasets, encoded)
+    sr = build_sr(volume, findings, bundle, ctx, source_datasets, seg, encoded=encoded)
     outputs = [*([seg] if seg is not None else []), sr]
     if findings.nodes:  # OHIF 3.13 can only open an SR whose every group has image coordinates
-        outputs.append(build_sr(volume, findings, bundle, ctx, source_datasets, seg, viewer=True))
+        outputs.append(build_viewer_sr(sr, findings, bundle, ctx, encoded=encoded))
     summary = {"model": {"id": bundle.id, "version": bundle.version}, **findings.to_json()}
-    return PipelineResult(datasets=outputs, findings=summary)
+    return PipelineResult(datasets=outputs, findings=summary, encoded=encoded)
 
 
 class MriLlnPipeline:

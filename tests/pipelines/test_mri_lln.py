@@ -150,3 +150,28 @@ def test_sr_structure_check_catches_a_missing_group(tmp_path: Path) -> None:
     del measurements.ContentSequence[-1]  # drop one planar group
     with pytest.raises(OutputError, match="read-back has"):
         _check_readback(sr, SimpleNamespace(nodes=[None] * n))
+
+
+def test_viewer_sr_is_derived_without_changing_the_full_sr(tmp_path: Path) -> None:
+    """The viewer SR shares the full SR's groups; its own UIDs must not leak into the full SR,
+    and the bytes kept for writing are those of the final datasets, written as they are."""
+    from dicomnode.worker_child import write_result
+
+    case = generate_case(23, n_nodes=2)
+    paths = case.write(tmp_path / "mr")
+    result = build_outputs(load_volume(paths), case.labels, BUNDLE, _ctx(paths, tmp_path), case.datasets)
+    seg, sr, viewer = result.datasets
+    assert (sr.SeriesNumber, viewer.SeriesNumber) == (902, 903)
+    assert len({sr.SeriesInstanceUID, viewer.SeriesInstanceUID, seg.SeriesInstanceUID}) == 3
+    assert sr.SeriesDescription.startswith("LLN SR ") and viewer.SeriesDescription.startswith("LLN SR viewer")
+    for ds in (sr, viewer):
+        assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
+    out = tmp_path / "out"
+    out.mkdir()
+    names = write_result(result, out)
+    for ds, name in zip(result.datasets, names, strict=False):
+        written = (out / name).read_bytes()
+        assert written == result.encoded[ds.SOPInstanceUID]
+        back = pydicom.dcmread(out / name)
+        assert (back.SOPInstanceUID, back.SeriesNumber) == (ds.SOPInstanceUID, ds.SeriesNumber)
+        assert dciodvfy_errors(out / name) == []
