@@ -17,9 +17,9 @@ summary (no lymph nodes detected, status negative) and no SEG is referenced.
 
 from __future__ import annotations
 
+import copy
 import io
 import logging
-import copy
 from collections.abc import MutableMapping, Sequence
 from typing import TYPE_CHECKING, Union
 
