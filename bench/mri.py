@@ -10,7 +10,11 @@ axial prostate series in ../shared/testdata):
     SimpleITKIO);
 (b) pipeline: ``MriLlnPipeline.run`` + writing the outputs, i.e. from series complete to
     SEG + SR on disk (volume building, inference, findings, SEG/SR build and validation),
-    split into the model call (``NnUNetRunner.predict``) and everything else.
+    split into the model call (``NnUNetRunner.predict``) and everything else;
+(c) with the node core: a real ``dicomnode serve`` (subprocess, warm worker) receives the
+    series from dcmtk ``storescu`` and sends SEG + SR + viewer SR to a DIMSE PACS (pynetdicom
+    SCP in this process); from the job's creation (series complete) to the last output
+    received by the PACS. Each run sends a copy of the series with new UIDs.
 
 Reports medians and the ratios (b)/(a) and (b)/(a'). Not a test: no thresholds here.
 """
@@ -119,10 +123,121 @@ def time_pipeline(repeats: int, threads: int) -> tuple[list[float], list[float],
     return times, model_s, findings
 
 
+def _series_copy(folder: Path, run: int) -> tuple[str, list[Path]]:
+    """The T2 series with a new Series/SOP Instance UIDs for run ``run`` (same pixels)."""
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    series_uid = generate_uid(entropy_srcs=["bench-mri-node", str(run)])
+    paths = []
+    for path in sorted(SERIES.glob("*.dcm")):
+        ds = pydicom.dcmread(path)
+        ds.SeriesInstanceUID = series_uid
+        ds.SOPInstanceUID = generate_uid(entropy_srcs=[series_uid, str(ds.SOPInstanceUID)])
+        paths.append(folder / path.name)
+        ds.save_as(paths[-1], enforce_file_format=True)
+    return series_uid, paths
+
+
+def _pacs(received: list[tuple[float, str]]):  # noqa: ANN202 - pynetdicom server
+    from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, StoragePresentationContexts, evt
+
+    def handle(event) -> int:  # noqa: ANN001
+        received.append((time.time(), str(event.request.AffectedSOPClassUID)))
+        return 0x0000
+
+    ae = AE(ae_title="PACS")
+    for context in StoragePresentationContexts:
+        ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+    return ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, handle)])
+
+
+def _node_config(tmp: Path, pacs_port: int, threads: int) -> tuple[Path, int]:
+    import socket
+
+    import yaml
+
+    def port() -> int:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return int(sock.getsockname()[1])
+
+    node_port = port()
+    config = {
+        "node": {"port": node_port}, "spool": {"path": str(tmp / "spool"), "min_free_mb": 1},
+        "models": {"lln-t2-demo": {"path": str(BUNDLE)}},
+        "worker": {"device": "cpu"},
+        "destinations": {"pacs": {"type": "dimse", "ae_title": "PACS", "host": "127.0.0.1", "port": pacs_port}},
+        "routes": [{"name": "t2", "pipeline": "mri-lln", "model": "lln-t2-demo", "destinations": ["pacs"],
+                    "settings": {"threads": threads},
+                    "match": {"all": [{"tag": "Modality", "equals": "MR"}]}}],
+        "http": {"port": port()}, "log": {"format": "json", "level": "INFO"},
+    }
+    path = tmp / "dicomnode.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path, node_port
+
+
+def _job_created(spool: Path, series_uid: str) -> float:
+    for record in spool.glob("jobs/*/job.json"):
+        job = json.loads(record.read_text())
+        if job.get("series_uid") == series_uid:
+            return float(job["created"])
+    raise RuntimeError(f"no job for series {series_uid} in {spool}")
+
+
+def _wait_listening(node, port: int, log: Path) -> None:  # noqa: ANN001 - Popen
+    import subprocess
+
+    for _ in range(240):
+        if node.poll() is not None:
+            raise RuntimeError(f"node exited: {log.read_text()[-2000:]}")
+        echo = subprocess.run(["echoscu", "-aec", "DICOMNODE", "127.0.0.1", str(port)], capture_output=True)
+        if echo.returncode == 0:
+            return
+        time.sleep(0.5)
+    raise RuntimeError("node did not start listening in 120 s")
+
+
+def time_node(repeats: int, threads: int) -> list[float]:
+    """(c): job created (series complete) → last of SEG, SR, viewer SR received by the PACS."""
+    import subprocess
+
+    received: list[tuple[float, str]] = []
+    server = _pacs(received)
+    times = []
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        config, port = _node_config(tmp, server.server_address[1], threads)
+        log = (tmp / "node.log").open("wb")
+        node = subprocess.Popen([sys.executable, "-m", "dicomnode", "serve", "--config", str(config)],
+                                stdout=log, stderr=log, cwd=REPO)
+        try:
+            _wait_listening(node, port, tmp / "node.log")
+            for run in range(repeats + 1):  # run 0 warms the worker (model load)
+                (tmp / f"in{run}").mkdir()
+                series_uid, paths = _series_copy(tmp / f"in{run}", run)
+                before = len(received)
+                subprocess.run(["storescu", "-aec", "DICOMNODE", "127.0.0.1", str(port), *map(str, paths)],
+                               check=True, capture_output=True)
+                while len(received) < before + 3:
+                    if node.poll() is not None:
+                        raise RuntimeError(f"node exited: {(tmp / 'node.log').read_text()[-2000:]}")
+                    time.sleep(0.05)
+                if run:
+                    times.append(received[-1][0] - _job_created(tmp / "spool", series_uid))
+        finally:
+            node.terminate()
+            node.wait(60)
+            server.shutdown()
+    return times
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description="bare nnUNetPredictor vs mri-lln pipeline")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--skip-node", action="store_true", help="skip (c), the node and PACS run")
     args = parser.parse_args()
     if not (BUNDLE / "model.yaml").is_file() or not SERIES.is_dir():
         print(f"bench/mri.py needs {BUNDLE} and {SERIES}", file=sys.stderr)
@@ -143,6 +258,11 @@ def main() -> int:
            "ratio_pipeline_vs_bare_with_io": round(med["pipe"] / med["bare_io"], 3),
            "bare_each": [round(t, 3) for t in bare], "pipeline_each": [round(t, 3) for t in pipe],
            "findings": {k: findings.get(k) for k in ("n_nodes", "lln_status")}}
+    if not args.skip_node:
+        node = time_node(args.repeats, args.threads)
+        row["node_complete_to_pacs_s"] = round(statistics.median(node), 3)
+        row["ratio_node_to_pacs_vs_bare"] = round(statistics.median(node) / med["bare"], 3)
+        row["node_each"] = [round(t, 3) for t in node]
     print(json.dumps(row))
     out = REPO / "bench" / "results"
     out.mkdir(exist_ok=True)
