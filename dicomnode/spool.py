@@ -172,7 +172,6 @@ class Spool:
             os.replace(self.incoming_dir(series_uid), staging / "input")
             fsync_dir(self.root / "incoming")
         record["updated"] = time.time()
-        record.setdefault("created", record["updated"])  # = when the series was complete
         atomic_write(staging / "job.json", json.dumps(record, indent=1).encode())
         os.replace(staging, self.job_dir(job_id))
         fsync_dir(self.root / "jobs")
