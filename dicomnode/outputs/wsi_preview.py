@@ -39,16 +39,18 @@ def _fit(rgb: np.ndarray, max_side: int) -> tuple[Image.Image, float]:
 
 def _overlay(img: Image.Image, bands: np.ndarray) -> Image.Image:
     """Blend the bands (``(3, r, c)`` bool on the thumbnail's pixel grid) onto ``img``."""
-    lut = np.zeros((4, 3), np.float32)
-    lut[1:] = np.asarray(BAND_COLOURS, np.float32)
+    lut = np.zeros((4, 3), np.float64)
+    lut[1:] = np.asarray(BAND_COLOURS, np.float64)
     label = np.zeros(bands.shape[1:], np.uint8)
     for k in (2, 1, 0):  # highest band wins
         label[bands[k]] = k + 1
     label_img = Image.fromarray(label).resize(img.size, Image.Resampling.NEAREST)
     lab = np.asarray(label_img)
-    base = np.asarray(img, np.float32)
-    alpha = np.where(lab > 0, _ALPHA, 0.0)[..., None]
-    return Image.fromarray((base * (1 - alpha) + lut[lab] * alpha).astype(np.uint8))
+    out = np.array(img)
+    hit = lab > 0  # unlabelled pixels keep the thumbnail's values exactly
+    blended = out[hit].astype(np.float64) * (1 - _ALPHA) + lut[lab[hit]] * _ALPHA
+    out[hit] = blended.astype(np.uint8)
+    return Image.fromarray(out)
 
 
 def _legend(width: int, bands: Sequence[float], headline: str) -> Image.Image:

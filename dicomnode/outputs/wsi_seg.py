@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import highdicom as hd
@@ -140,10 +141,13 @@ def to_output_grid(cells: np.ndarray, cell_um: float, mpp: float, shape: tuple[i
     """Paint a patch-grid array onto a finer output grid (nearest by pixel centre)."""
     ri = ((np.arange(shape[0]) + 0.5) * mpp // cell_um).astype(int)
     ci = ((np.arange(shape[1]) + 0.5) * mpp // cell_um).astype(int)
-    inside_r, inside_c = ri < cells.shape[-2], ci < cells.shape[-1]
+    ri, ci = ri[ri < cells.shape[-2]], ci[ci < cells.shape[-1]]
+    # the indices never decrease, so the lookup is a repeat of each cell row/column
+    # (``cells[..., ri, :][..., ci]`` with one copy of the output instead of a gather)
+    block = np.repeat(cells, np.bincount(ri, minlength=cells.shape[-2]), axis=-2)
+    block = np.repeat(block, np.bincount(ci, minlength=cells.shape[-1]), axis=-1)
     out = np.zeros(cells.shape[:-2] + shape, cells.dtype)
-    block = cells[..., ri[inside_r], :][..., ci[inside_c]]
-    out[..., : inside_r.sum(), : inside_c.sum()] = block
+    out[..., : ri.size, : ci.size] = block
     return out
 
 
@@ -222,7 +226,9 @@ def build_wsi_seg(
     band_limits
         ``[lo, mid, hi]`` heatmap limits (for the segment labels).
     workers
-        Threads for JPEG 2000 compression (0 = in this thread).
+        Threads for JPEG 2000 compression (0 = in this thread). Threads, not highdicom's
+        default process pool: the encoder releases the GIL, and forking the warm worker
+        process (ONNX sessions loaded) for a few dozen frames costs more than it saves.
 
     Raises
     ------
@@ -232,13 +238,39 @@ def build_wsi_seg(
     if bands.shape != (3, *tumour.shape):
         raise OutputError(f"heatmap bands {bands.shape} do not match mask {tumour.shape}")
     ref = slide_reference(geometry.base, uid("specimen"))
-    stacked = np.concatenate([tumour[None], bands], axis=0).transpose(1, 2, 0)[None]
+    stacked = np.concatenate([tumour[None], bands], axis=0).transpose(1, 2, 0)[None].astype(np.uint8)
+    if workers > 0:
+        with ThreadPoolExecutor(workers, thread_name_prefix="wsi-seg-j2k") as pool:
+            seg = _segmentation(geometry, ref, stacked, bundle, uid, band_limits, pool)
+    else:
+        seg = _segmentation(geometry, ref, stacked, bundle, uid, band_limits, 0)
+    seg.PatientOrientation = ""  # Type 2C; empty is valid and keeps dciodvfy quiet (§3.1)
+    logger.info(
+        "SEG: %d frames, %dx%d at %.3f µm/px",
+        int(seg.NumberOfFrames),
+        tumour.shape[1],
+        tumour.shape[0],
+        geometry.mpp,
+    )
+    return seg
+
+
+def _segmentation(
+    geometry: SegGeometry,
+    ref: Dataset,
+    stacked: np.ndarray,
+    bundle: ModelBundle,
+    uid: Callable[[str], str],
+    band_limits: Sequence[float],
+    workers: int | ThreadPoolExecutor,
+) -> hd.seg.Segmentation:
+    """The highdicom constructor call of :func:`build_wsi_seg`."""
     spacing = geometry.mpp / 1000.0
     thickness = _slice_thickness(ref)
     try:
-        seg = hd.seg.Segmentation(
+        return hd.seg.Segmentation(
             source_images=[ref],
-            pixel_array=stacked.astype(np.uint8),
+            pixel_array=stacked,
             segmentation_type="BINARY",
             segment_descriptions=_descriptions(bundle, band_limits, uid),
             series_instance_uid=uid("seg.series"),
@@ -261,15 +293,6 @@ def build_wsi_seg(
         )
     except (ValueError, TypeError, AttributeError) as exc:
         raise OutputError(f"cannot build WSI SEG: {exc}") from exc
-    seg.PatientOrientation = ""  # Type 2C; empty is valid and keeps dciodvfy quiet (§3.1)
-    logger.info(
-        "SEG: %d frames, %dx%d at %.3f µm/px",
-        int(seg.NumberOfFrames),
-        tumour.shape[1],
-        tumour.shape[0],
-        geometry.mpp,
-    )
-    return seg
 
 
 def _slice_thickness(ref: Dataset) -> float:

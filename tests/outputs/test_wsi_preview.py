@@ -7,7 +7,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from dicomnode.outputs.wsi_preview import render_preview
+from dicomnode.outputs.wsi_preview import _overlay, render_preview
 from dicomnode.outputs.wsi_seg import BAND_COLOURS, TUMOUR_COLOUR
 
 
@@ -57,3 +57,16 @@ def test_preview_downscales_large_thumbnails() -> None:
     )
     img = Image.open(io.BytesIO(png))
     assert img.height == 512 + 64 and img.width == 420  # legend is at least 420 wide
+
+
+def test_overlay_leaves_pixels_outside_the_bands_untouched() -> None:
+    rng = np.random.default_rng(5)
+    thumb = rng.integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    bands = np.zeros((3, 4, 6), bool)
+    bands[0, 1, 2] = True  # one cell of 10 x 10 px
+    img = np.asarray(_overlay(Image.fromarray(thumb), bands))
+    inside = np.zeros((40, 60), bool)
+    inside[10:20, 20:30] = True
+    assert np.array_equal(img[~inside], thumb[~inside])
+    expected = (thumb[inside].astype(float) * 0.55 + np.array(BAND_COLOURS[0], float) * 0.45).astype(np.uint8)
+    assert np.array_equal(img[inside], expected)

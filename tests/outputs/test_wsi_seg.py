@@ -123,3 +123,16 @@ def test_to_output_grid_is_integer_repeat_when_divisible() -> None:
     cells = np.arange(6, dtype=np.uint8).reshape(2, 3)
     out = to_output_grid(cells, 32.0, 4.0, (15, 20))  # 8 output px per cell, ragged edge
     assert np.array_equal(out[:15, :20], np.repeat(np.repeat(cells, 8, 0), 8, 1)[:15, :20])
+
+
+@pytest.mark.parametrize(("cell_um", "mpp"), [(128.0, 4.0), (128.0, 9.77), (7.3, 2.93), (100.0, 300.0)])
+def test_to_output_grid_is_nearest_lookup_by_pixel_centre(cell_um: float, mpp: float) -> None:
+    rng = np.random.default_rng(7)
+    cells = rng.random((3, 9, 13)) > 0.5
+    shape = (70, 41)
+    out = to_output_grid(cells, cell_um, mpp, shape)
+    for r in range(shape[0]):
+        for c in range(shape[1]):
+            i, j = int((r + 0.5) * mpp // cell_um), int((c + 0.5) * mpp // cell_um)
+            inside = i < cells.shape[1] and j < cells.shape[2]
+            assert out[:, r, c].tolist() == (cells[:, i, j].tolist() if inside else [False] * 3)
