@@ -6,10 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from dicomnode.errors import PipelineError
 from dicomnode.pipelines.wsi_slide import _signals_ycbcr, open_slide
-from dicomnode.pipelines.wsi_tissue import detect_tissue, otsu_threshold, saturation
+from dicomnode.pipelines.wsi_tissue import detect_tissue, fill_holes, otsu_threshold, saturation
 
 WSI = Path("/work/shared/testdata/wsi")
 DICOMIZER = WSI / "cmu1-small-region-pyramid-wsidicomizer"
@@ -148,6 +149,18 @@ def test_otsu_and_saturation() -> None:
     assert 0.1 < otsu_threshold(values) <= 0.6
     rgb = np.array([[[255, 255, 255], [200, 100, 100]]], np.uint8)
     assert saturation(rgb).tolist() == [[0.0, pytest.approx(0.5)]]
+    black = np.zeros((1, 1, 3), np.uint8)
+    assert saturation(black).tolist() == [[0.0]]
+
+
+def test_fill_holes_matches_scipy() -> None:
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        mask = ndimage.binary_dilation(rng.random((int(rng.integers(1, 40)), int(rng.integers(1, 40)))) > 0.6)
+        assert np.array_equal(fill_holes(mask), ndimage.binary_fill_holes(mask))
+    ring = np.zeros((5, 5), bool)
+    ring[1:4, 1:4], ring[2, 2] = True, False
+    assert fill_holes(ring)[2, 2] and not fill_holes(ring)[0, 0]
 
 
 def test_corrupt_frame_is_a_pipeline_error(tmp_path: Path) -> None:
