@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -144,6 +145,21 @@ def _check_encodes(ds: Dataset, what: str) -> None:
         raise OutputError(f"{what} does not encode as DICOM: {exc}") from exc
 
 
+def _preview(a: SlideAnalysis, cell_bands: np.ndarray, t: Thresholds, headline: str) -> bytes:
+    """The preview PNG: thumbnail, heatmap bands, deposit outlines, legend."""
+    cls, seg_mpp = a.classifier, a.segmenter.mpp
+    thumb, thumb_mpp = (a.thumbnail, a.thumbnail_mpp) if a.thumbnail is not None else (a.tissue.thumbnail, a.tissue.mpp)
+    return render_preview(
+        thumb,
+        thumb_mpp,
+        cell_bands,
+        cls.grid.cell_um,
+        [d.outline * seg_mpp for d in a.deposits],
+        band_limits=t.heatmap_bands,
+        headline=headline,
+    )
+
+
 def build_result(
     a: SlideAnalysis,
     bundle: ModelBundle,
@@ -151,38 +167,35 @@ def build_result(
     settings: WsiSettings,
     uid: Callable[[str], str],
 ) -> PipelineResult:
-    """Find deposits and build SEG, SR, preview and findings."""
+    """Find deposits and build SEG, SR, preview and findings.
+
+    The preview (mostly PNG compression, which releases the GIL) is rendered in a thread
+    while the SEG and SR are built and checked in this one.
+    """
     seg_r, cls = a.segmenter, a.classifier
     a.deposits = find_deposits(seg_r.prob, seg_r.mpp, t.tumour_probability)
     found = findings(a, t, settings.dense)
-    tumour = seg_r.prob >= t.tumour_probability
     cell_bands = band_masks(cls.prob, cls.classified, t.heatmap_bands)
-    bands = to_output_grid(cell_bands, cls.grid.cell_um, seg_r.mpp, tumour.shape)
-    seg = build_wsi_seg(
-        SegGeometry(a.base, a.base_mpp, seg_r.mpp),
-        tumour,
-        bands,
-        bundle,
-        uid,
-        band_limits=t.heatmap_bands,
-        workers=settings.read_workers,
-    )
-    ref = slide_reference(a.base, uid("specimen"))
-    sr = build_wsi_sr(ref, seg, _slide_report(a, found, t), bundle, uid, max_deposits=settings.max_sr_deposits)
-    _check_encodes(seg, "SEG")
-    _check_encodes(sr, "SR")
     headline = (
         f"{bundle.id} {bundle.version}: class {found['class']}, largest deposit "
         f"{found['largest_deposit_mm']:.2f} mm, {len(a.deposits)} deposit(s)"
     )
-    thumb, thumb_mpp = (a.thumbnail, a.thumbnail_mpp) if a.thumbnail is not None else (a.tissue.thumbnail, a.tissue.mpp)
-    preview = render_preview(
-        thumb,
-        thumb_mpp,
-        cell_bands,
-        cls.grid.cell_um,
-        [d.outline * seg_r.mpp for d in a.deposits],
-        band_limits=t.heatmap_bands,
-        headline=headline,
-    )
-    return PipelineResult(datasets=[seg, sr], files={"preview.png": preview}, findings=found)
+    with ThreadPoolExecutor(1, thread_name_prefix="wsi-preview") as pool:
+        preview = pool.submit(_preview, a, cell_bands, t, headline)
+        tumour = seg_r.prob >= t.tumour_probability
+        bands = to_output_grid(cell_bands, cls.grid.cell_um, seg_r.mpp, tumour.shape)
+        seg = build_wsi_seg(
+            SegGeometry(a.base, a.base_mpp, seg_r.mpp),
+            tumour,
+            bands,
+            bundle,
+            uid,
+            band_limits=t.heatmap_bands,
+            workers=settings.read_workers,
+        )
+        ref = slide_reference(a.base, uid("specimen"))
+        sr = build_wsi_sr(ref, seg, _slide_report(a, found, t), bundle, uid, max_deposits=settings.max_sr_deposits)
+        _check_encodes(seg, "SEG")
+        _check_encodes(sr, "SR")
+        png = preview.result()
+    return PipelineResult(datasets=[seg, sr], files={"preview.png": png}, findings=found)
