@@ -50,12 +50,15 @@ class Level:
         Total pixel matrix size in pixels.
     mpp
         Pixel spacing in µm/px (columns direction; rows are checked to be equal).
+    tile_height
+        Height of the level's stored tiles (frames) in pixels; 0 = unknown.
     """
 
     level: int
     width: int
     height: int
     mpp: float
+    tile_height: int = 0
 
 
 @dataclass(frozen=True)
@@ -182,7 +185,8 @@ def _level_from(group: object) -> Level:
         raise PipelineError(
             f"unsupported: non-square pixels ({mpp.width:g} x {mpp.height:g} µm/px) on level {group.level}"  # type: ignore[attr-defined]
         )
-    return Level(int(group.level), int(size.width), int(size.height), float(mpp.width))  # type: ignore[attr-defined]
+    tile = int(getattr(getattr(group, "tile_size", None), "height", 0) or 0)
+    return Level(int(group.level), int(size.width), int(size.height), float(mpp.width), tile)  # type: ignore[attr-defined]
 
 
 class Slide:

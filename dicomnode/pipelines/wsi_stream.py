@@ -1,7 +1,8 @@
 """Stream patches from a slide to a model: threaded reads pipelined with batched inference.
 
-Patches of one grid row that are next to each other are read as one region (a "chunk")
-by a small thread pool; decoding the next chunks overlaps with inference on the current
+Neighbouring patches whose rows start in the same row of stored tiles are read as one
+region (a "chunk", at most ``max_run`` columns wide) by a small thread pool, so each tile
+is decoded about once; decoding the next chunks overlaps with inference on the current
 batch in the calling thread. Only a bounded number of chunks is in flight, so memory
 stays at a few patch rows whatever the slide size.
 """
@@ -9,6 +10,7 @@ stays at a few patch rows whatever the slide size.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -21,7 +23,7 @@ import numpy as np
 
 from dicomnode.pipelines.wsi_slide import Raster, Slide
 
-__all__ = ["Cell", "PatchGrid", "PatchModel", "StreamStats", "predict_cells"]
+__all__ = ["Cell", "PatchGrid", "PatchModel", "StreamStats", "predict_cells", "tile_bands"]
 
 logger = logging.getLogger(__name__)
 
@@ -75,25 +77,56 @@ class StreamStats:
     infer_s: float = 0.0
 
 
-def _chunks(cells: Iterable[Cell], max_cells: int) -> list[list[Cell]]:
-    """Group cells into runs of consecutive columns in one row, at most ``max_cells`` long."""
-    runs: list[list[Cell]] = []
+def _chunks(
+    cells: Iterable[Cell],
+    max_cells: int,
+    band: Callable[[int], int] | None = None,
+) -> list[list[Cell]]:
+    """Group cells into chunks, each read as one region.
+
+    Rows with the same ``band(row)`` (default: each row alone) form a band; a chunk is a
+    run of at most ``max_cells`` consecutive columns of one band (columns that hold a
+    cell in any of its rows), with its cells in row-major order.
+    """
+    bands: dict[int, list[Cell]] = {}
     for cell in sorted(set(cells)):
-        last = runs[-1] if runs else None
-        if last and last[-1][0] == cell[0] and last[-1][1] + 1 == cell[1] and len(last) < max_cells:
-            last.append(cell)
-        else:
-            runs.append([cell])
-    return runs
+        bands.setdefault(band(cell[0]) if band else cell[0], []).append(cell)
+    chunks: list[list[Cell]] = []
+    for members in bands.values():
+        runs: list[list[int]] = []
+        for col in sorted({c for _, c in members}):
+            if runs and runs[-1][-1] + 1 == col and len(runs[-1]) < max_cells:
+                runs[-1].append(col)
+            else:
+                runs.append([col])
+        chunks += [[cell for cell in members if run[0] <= cell[1] <= run[-1]] for run in runs]
+    return chunks
+
+
+def tile_bands(grid: PatchGrid) -> Callable[[int], int] | None:
+    """Band of a grid row: the stored tile row its patches start in (``None`` when the
+    level's tile size is unknown). Reading a band as one region decodes each tile once
+    instead of once per patch row that crosses it."""
+    tile = grid.raster.level.tile_height
+    if tile <= 0:
+        return None
+    scale = grid.raster.scale
+
+    def band(row: int) -> int:
+        return math.floor((row * grid.stride - grid.margin) * scale / tile)
+
+    return band
 
 
 def _read_chunk(slide: Slide, grid: PatchGrid, run: Sequence[Cell]) -> np.ndarray:
-    """Read one run as a ``(n, patch, patch, 3)`` array (one region read, then cut)."""
-    x, y = grid.origin(run[0])
-    width = (len(run) - 1) * grid.stride + grid.patch
-    region = slide.read(grid.raster, x, y, width, grid.patch)
-    offsets = [k * grid.stride for k in range(len(run))]
-    return np.stack([region[:, o : o + grid.patch] for o in offsets])
+    """Read one chunk as a ``(n, patch, patch, 3)`` array (one region read, then cut)."""
+    r0, r1 = min(r for r, _ in run), max(r for r, _ in run)
+    c0, c1 = min(c for _, c in run), max(c for _, c in run)
+    x, y = grid.origin((r0, c0))
+    width, height = (c1 - c0) * grid.stride + grid.patch, (r1 - r0) * grid.stride + grid.patch
+    region = slide.read(grid.raster, x, y, width, height)
+    p, s = grid.patch, grid.stride
+    return np.stack([region[(r - r0) * s : (r - r0) * s + p, (c - c0) * s : (c - c0) * s + p] for r, c in run])
 
 
 def _read_ahead(
@@ -153,7 +186,7 @@ def predict_cells(
     sink
         ``sink(cells, outputs)`` with ``outputs[i]`` the prediction for ``cells[i]``.
     batch_size, workers, max_run
-        Patches per model call, reader threads, longest run of patches read at once.
+        Patches per model call, reader threads, most columns of patches read at once.
 
     Returns
     -------
@@ -161,7 +194,7 @@ def predict_cells(
         Patch/batch counts and time spent reading (summed over threads) and predicting.
     """
     stats = StreamStats()
-    runs = _chunks(cells, max_run)
+    runs = _chunks(cells, max_run, tile_bands(grid))
     buf_cells: list[Cell] = []
     buf: list[np.ndarray] = []
 

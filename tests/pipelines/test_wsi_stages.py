@@ -8,7 +8,7 @@ import pytest
 from dicomnode.errors import ModelError
 from dicomnode.pipelines.wsi_slide import Level, Raster
 from dicomnode.pipelines.wsi_stages import ClassifierResult, gate_cells, output_scale, select_tiles
-from dicomnode.pipelines.wsi_stream import PatchGrid, _chunks
+from dicomnode.pipelines.wsi_stream import PatchGrid, _chunks, _read_chunk, tile_bands
 
 
 def result(prob: np.ndarray, classified: np.ndarray) -> ClassifierResult:
@@ -53,3 +53,38 @@ def test_output_scale_must_give_whole_pixels() -> None:
 def test_chunks_are_runs_of_neighbours_in_one_row() -> None:
     cells = [(0, 0), (0, 1), (0, 2), (0, 4), (1, 0), (0, 3), (1, 1)]
     assert _chunks(cells, 3) == [[(0, 0), (0, 1), (0, 2)], [(0, 3), (0, 4)], [(1, 0), (1, 1)]]
+
+
+def test_chunks_of_a_band_span_its_rows_in_row_major_order() -> None:
+    cells = [(0, 1), (1, 0), (1, 1), (2, 5), (3, 2), (4, 0)]
+    chunks = _chunks(cells, 2, lambda row: row // 4)
+    assert chunks == [[(0, 1), (1, 0), (1, 1)], [(3, 2)], [(2, 5)], [(4, 0)]]
+
+
+def test_tile_bands_follow_the_stored_tile_rows() -> None:
+    level = Level(0, 1024, 1024, 2.0, tile_height=256)
+    classifier = PatchGrid(Raster(level, 1.0, 2.0, 1024, 1024), 64, 64)
+    band = tile_bands(classifier)
+    assert band is not None and [band(r) for r in range(9)] == [0, 0, 0, 0, 1, 1, 1, 1, 2]
+    segmenter = PatchGrid(Raster(level, 1.0, 2.0, 1024, 1024), 128, 96, 16)
+    band = tile_bands(segmenter)
+    assert band is not None and [band(r) for r in range(5)] == [-1, 0, 0, 1, 1]
+    assert tile_bands(PatchGrid(Raster(Level(0, 64, 64, 2.0), 1.0, 2.0, 64, 64), 64, 64)) is None
+
+
+class _CoordinateSlide:
+    """Pixel (x, y) of the raster holds (x % 251, y % 251, (x + y) % 251)."""
+
+    def read(self, raster: Raster, x: int, y: int, width: int, height: int) -> np.ndarray:
+        ys, xs = np.mgrid[y : y + height, x : x + width]
+        return np.stack([xs % 251, ys % 251, (xs + ys) % 251], axis=-1).astype(np.uint8)
+
+
+def test_read_chunk_cuts_each_cell_of_a_band_from_one_region() -> None:
+    slide = _CoordinateSlide()
+    grid = PatchGrid(Raster(Level(0, 1024, 1024, 2.0, 256), 1.0, 2.0, 1024, 1024), 32, 24, 4)
+    run = [(0, 1), (1, 0), (1, 1), (2, 3)]
+    patches = _read_chunk(slide, grid, run)  # type: ignore[arg-type]
+    for (r, c), patch in zip(run, patches, strict=True):
+        x, y = grid.origin((r, c))
+        assert np.array_equal(patch, slide.read(grid.raster, x, y, 32, 32))
