@@ -63,6 +63,15 @@ class _Child:
         self.proc.join(5)
         self.conn.close()
 
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Idle child: close its pipe so it returns and exits normally (releasing what its
+        libraries hold, e.g. semaphores the resource tracker would report as leaked);
+        killed when it does not exit in time."""
+        self.conn.close()
+        self.proc.join(timeout_s)
+        if self.proc.is_alive():
+            self.kill()
+
 
 class Worker:
     """Worker threads, each driving one child process.
@@ -113,7 +122,10 @@ class Worker:
                     continue
                 child = self._run_job(job_id, child)
         finally:
-            child.kill()
+            if self.hard_stop.is_set():
+                child.kill()
+            else:
+                child.stop()
 
     def _run_job(self, job_id: str, child: _Child) -> _Child:
         with self.spool.job_lock(job_id):
