@@ -2,9 +2,10 @@
 
 Neighbouring patches whose rows start in the same row of stored tiles are read as one
 region (a "chunk", at most ``max_run`` columns wide) by a small thread pool, so each tile
-is decoded about once; decoding the next chunks overlaps with inference on the current
-batch in the calling thread. Only a bounded number of chunks is in flight, so memory
-stays at a few patch rows whatever the slide size.
+is fetched once per band rather than once per patch row that crosses it; decoding the
+next chunks overlaps with inference on the current batch in the calling thread. Only a
+bounded number of chunks is in flight, so memory stays at a few patch rows whatever the
+slide size.
 """
 
 from __future__ import annotations
@@ -105,8 +106,8 @@ def _chunks(
 
 def tile_bands(grid: PatchGrid) -> Callable[[int], int] | None:
     """Band of a grid row: the stored tile row its patches start in (``None`` when the
-    level's tile size is unknown). Reading a band as one region decodes each tile once
-    instead of once per patch row that crosses it."""
+    level's tile size is unknown). A band read as one region assembles each tile once
+    instead of once per patch row that crosses it (fewer, larger region reads)."""
     tile = grid.raster.level.tile_height
     if tile <= 0:
         return None
