@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -18,7 +19,7 @@ from PIL import Image, ImageDraw, ImageFont
 from dicomnode.outputs.common import NOT_FOR_CLINICAL_USE
 from dicomnode.outputs.wsi_seg import BAND_COLOURS, TUMOUR_COLOUR, to_output_grid
 
-__all__ = ["render_preview"]
+__all__ = ["HeatmapImage", "finish_preview", "heatmap_image", "render_preview"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +75,60 @@ def _legend(width: int, bands: Sequence[float], headline: str) -> Image.Image:
     return strip
 
 
+@dataclass(frozen=True)
+class HeatmapImage:
+    """The thumbnail with the heatmap bands blended in (:func:`heatmap_image`).
+
+    Attributes
+    ----------
+    image
+        Fitted RGB image.
+    px_per_um
+        Image pixels per µm of slide.
+    """
+
+    image: Image.Image
+    px_per_um: float
+
+
+def heatmap_image(
+    thumbnail: np.ndarray,
+    thumbnail_mpp: float,
+    bands: np.ndarray,
+    band_cell_um: float,
+    *,
+    max_side: int = 1024,
+) -> HeatmapImage:
+    """The thumbnail fitted to ``max_side`` with the bands overlaid: everything of the
+    preview that does not depend on the deposits (see :func:`render_preview`)."""
+    img, scale = _fit(thumbnail, max_side)
+    on_thumb = to_output_grid(bands, band_cell_um, thumbnail_mpp, thumbnail.shape[:2])
+    return HeatmapImage(_overlay(img, on_thumb), scale / thumbnail_mpp)
+
+
+def finish_preview(
+    heatmap: HeatmapImage,
+    outlines_um: Sequence[np.ndarray],
+    *,
+    band_limits: Sequence[float],
+    headline: str,
+) -> bytes:
+    """Draw the deposit outlines and the legend on ``heatmap``; the PNG file content."""
+    img = heatmap.image.copy()
+    draw = ImageDraw.Draw(img)
+    for ring in outlines_um:
+        pts = [(float(x) * heatmap.px_per_um, float(y) * heatmap.px_per_um) for x, y in ring]
+        if len(pts) >= 2:
+            draw.line(pts, fill=TUMOUR_COLOUR, width=2)
+    legend = _legend(img.width, band_limits, headline)
+    out = Image.new("RGB", (max(img.width, legend.width), img.height + legend.height), "white")
+    out.paste(img, (0, 0))
+    out.paste(legend, (0, img.height))
+    buf = io.BytesIO()
+    out.save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def render_preview(
     thumbnail: np.ndarray,
     thumbnail_mpp: float,
@@ -85,7 +140,7 @@ def render_preview(
     headline: str,
     max_side: int = 1024,
 ) -> bytes:
-    """Render the preview PNG.
+    """Render the preview PNG (:func:`heatmap_image`, then :func:`finish_preview`).
 
     Parameters
     ----------
@@ -107,19 +162,5 @@ def render_preview(
     bytes
         PNG file content.
     """
-    img, scale = _fit(thumbnail, max_side)
-    on_thumb = to_output_grid(bands, band_cell_um, thumbnail_mpp, thumbnail.shape[:2])
-    img = _overlay(img, on_thumb)
-    draw = ImageDraw.Draw(img)
-    px_per_um = scale / thumbnail_mpp
-    for ring in outlines_um:
-        pts = [(float(x) * px_per_um, float(y) * px_per_um) for x, y in ring]
-        if len(pts) >= 2:
-            draw.line(pts, fill=TUMOUR_COLOUR, width=2)
-    legend = _legend(img.width, band_limits, headline)
-    out = Image.new("RGB", (max(img.width, legend.width), img.height + legend.height), "white")
-    out.paste(img, (0, 0))
-    out.paste(legend, (0, img.height))
-    buf = io.BytesIO()
-    out.save(buf, format="PNG")
-    return buf.getvalue()
+    heatmap = heatmap_image(thumbnail, thumbnail_mpp, bands, band_cell_um, max_side=max_side)
+    return finish_preview(heatmap, outlines_um, band_limits=band_limits, headline=headline)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +21,7 @@ from pydicom.dataset import Dataset
 
 from dicomnode.errors import OutputError
 from dicomnode.inference.manifest import ModelBundle
-from dicomnode.outputs.wsi_preview import render_preview
+from dicomnode.outputs.wsi_preview import HeatmapImage, finish_preview, heatmap_image
 from dicomnode.outputs.wsi_seg import (
     SegGeometry,
     band_masks,
@@ -145,19 +145,16 @@ def _check_encodes(ds: Dataset, what: str) -> None:
         raise OutputError(f"{what} does not encode as DICOM: {exc}") from exc
 
 
-def _preview(a: SlideAnalysis, cell_bands: np.ndarray, t: Thresholds, headline: str) -> bytes:
-    """The preview PNG: thumbnail, heatmap bands, deposit outlines, legend."""
-    cls, seg_mpp = a.classifier, a.segmenter.mpp
+def _heatmap(a: SlideAnalysis, cell_bands: np.ndarray) -> HeatmapImage:
+    """The preview's thumbnail with the heatmap bands (needs no deposits)."""
     thumb, thumb_mpp = (a.thumbnail, a.thumbnail_mpp) if a.thumbnail is not None else (a.tissue.thumbnail, a.tissue.mpp)
-    return render_preview(
-        thumb,
-        thumb_mpp,
-        cell_bands,
-        cls.grid.cell_um,
-        [d.outline * seg_mpp for d in a.deposits],
-        band_limits=t.heatmap_bands,
-        headline=headline,
-    )
+    return heatmap_image(thumb, thumb_mpp, cell_bands, a.classifier.grid.cell_um)
+
+
+def _preview(heatmap: Future[HeatmapImage], a: SlideAnalysis, t: Thresholds, headline: str) -> bytes:
+    """The preview PNG: ``heatmap`` plus deposit outlines and legend."""
+    outlines = [d.outline * a.segmenter.mpp for d in a.deposits]
+    return finish_preview(heatmap.result(), outlines, band_limits=t.heatmap_bands, headline=headline)
 
 
 def build_result(
@@ -169,19 +166,21 @@ def build_result(
 ) -> PipelineResult:
     """Find deposits and build SEG, SR, preview and findings.
 
-    The preview (mostly PNG compression, which releases the GIL) is rendered in a thread
-    while the SEG and SR are built and checked in this one.
+    The preview (mostly PNG compression, which releases the GIL) is rendered in a thread:
+    its heatmap part while the deposits are found, the rest while the SEG and SR are built
+    and checked in this thread.
     """
     seg_r, cls = a.segmenter, a.classifier
-    a.deposits = find_deposits(seg_r.prob, seg_r.mpp, t.tumour_probability)
-    found = findings(a, t, settings.dense)
     cell_bands = band_masks(cls.prob, cls.classified, t.heatmap_bands)
-    headline = (
-        f"{bundle.id} {bundle.version}: class {found['class']}, largest deposit "
-        f"{found['largest_deposit_mm']:.2f} mm, {len(a.deposits)} deposit(s)"
-    )
     with ThreadPoolExecutor(1, thread_name_prefix="wsi-preview") as pool:
-        preview = pool.submit(_preview, a, cell_bands, t, headline)
+        heatmap = pool.submit(_heatmap, a, cell_bands)
+        a.deposits = find_deposits(seg_r.prob, seg_r.mpp, t.tumour_probability)
+        found = findings(a, t, settings.dense)
+        headline = (
+            f"{bundle.id} {bundle.version}: class {found['class']}, largest deposit "
+            f"{found['largest_deposit_mm']:.2f} mm, {len(a.deposits)} deposit(s)"
+        )
+        preview = pool.submit(_preview, heatmap, a, t, headline)  # same worker: after the heatmap
         tumour = seg_r.prob >= t.tumour_probability
         bands = to_output_grid(cell_bands, cls.grid.cell_um, seg_r.mpp, tumour.shape)
         seg = build_wsi_seg(
