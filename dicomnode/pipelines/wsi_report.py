@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +21,7 @@ from pydicom.dataset import Dataset
 
 from dicomnode.errors import OutputError
 from dicomnode.inference.manifest import ModelBundle
+from dicomnode.outputs.common import encode
 from dicomnode.outputs.wsi_preview import HeatmapImage, finish_preview, heatmap_image
 from dicomnode.outputs.wsi_seg import (
     SegGeometry,
@@ -135,12 +136,11 @@ def _slide_report(a: SlideAnalysis, found: dict[str, Any], t: Thresholds) -> Sli
     )
 
 
-def _check_encodes(ds: Dataset, what: str) -> None:
-    """Strict on output: the dataset must write and read back."""
-    buf = io.BytesIO()
+def _check_encodes(ds: Dataset, what: str, store: MutableMapping[str, bytes]) -> None:
+    """Strict on output: the dataset must write and read back; its bytes go to ``store``
+    (by SOP Instance UID), so that the worker writes them instead of encoding again."""
     try:
-        ds.save_as(buf, enforce_file_format=True)
-        pydicom.dcmread(io.BytesIO(buf.getvalue()))
+        pydicom.dcmread(io.BytesIO(encode(ds, store)))
     except Exception as exc:  # pydicom raises many types on encoding
         raise OutputError(f"{what} does not encode as DICOM: {exc}") from exc
 
@@ -194,7 +194,8 @@ def build_result(
         )
         ref = slide_reference(a.base, uid("specimen"))
         sr = build_wsi_sr(ref, seg, _slide_report(a, found, t), bundle, uid, max_deposits=settings.max_sr_deposits)
-        _check_encodes(seg, "SEG")
-        _check_encodes(sr, "SR")
+        encoded: dict[str, bytes] = {}
+        _check_encodes(seg, "SEG", encoded)
+        _check_encodes(sr, "SR", encoded)
         png = preview.result()
-    return PipelineResult(datasets=[seg, sr], files={"preview.png": png}, findings=found)
+    return PipelineResult(datasets=[seg, sr], files={"preview.png": png}, findings=found, encoded=encoded)

@@ -85,19 +85,23 @@ def test_slide_level_counts(positive_result: PipelineResult) -> None:
 
 
 def test_outputs_are_valid_and_match_findings(positive_result: PipelineResult, tmp_path: Path) -> None:
+    from dicomnode.worker_child import write_result
+
     seg, sr = positive_result.datasets
     assert positive_result.files["preview.png"][:8] == b"\x89PNG\r\n\x1a\n"
-    seg.save_as(tmp_path / "seg.dcm")
-    sr.save_as(tmp_path / "sr.dcm")
+    # written as the worker writes them: the read-back checks' bytes, not a second encode
+    assert set(positive_result.encoded) == {seg.SOPInstanceUID, sr.SOPInstanceUID}
+    write_result(positive_result, tmp_path)
+    seg_path, sr_path = tmp_path / f"SEG-{seg.SOPInstanceUID}.dcm", tmp_path / f"SR-{sr.SOPInstanceUID}.dcm"
     if dciodvfy_available():
-        assert dciodvfy_errors(tmp_path / "seg.dcm") == []
-        assert dciodvfy_errors(tmp_path / "sr.dcm") == []
-    back = hd.seg.segread(tmp_path / "seg.dcm")
+        assert dciodvfy_errors(seg_path) == []
+        assert dciodvfy_errors(sr_path) == []
+    back = hd.seg.segread(seg_path)
     tumour = back.get_total_pixel_matrix(segment_numbers=[1])[..., 0] > 0
     assert ndimage.label(tumour, np.ones((3, 3)))[1] == 2
     area = tumour.sum() * (OUT_MPP / 1000) ** 2
     assert area == pytest.approx(positive_result.findings["tumour_area_mm2"], abs=1e-5)
-    groups = hd.sr.srread(tmp_path / "sr.dcm").content.get_planar_roi_measurement_groups()
+    groups = hd.sr.srread(sr_path).content.get_planar_roi_measurement_groups()
     assert len(groups) == 2
 
 
