@@ -17,6 +17,7 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 from pydicom.filereader import read_dataset
+from pydicom.uid import ExplicitVRBigEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, StoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification
 
@@ -54,10 +55,9 @@ class StoredInstance:
 
 def _parse_header(event: Any) -> Dataset:
     """Decode the dataset bytes (values stay raw; pixels are not decoded)."""
-    context = event.context
+    syntax = str(event.context.transfer_syntax)  # the accepted transfer syntax UID (a str)
     raw = event.encoded_dataset(include_meta=False)
-    ds = read_dataset(io.BytesIO(raw), context.transfer_syntax[0] == "1.2.840.10008.1.2",
-                      context.transfer_syntax[0] != "1.2.840.10008.1.2.2")
+    ds = read_dataset(io.BytesIO(raw), syntax == ImplicitVRLittleEndian, syntax != ExplicitVRBigEndian)
     if not any(tag.group == 0x0008 for tag in ds.keys()):
         raise IngestError("unparseable data set: no identifying (0008,xxxx) elements; not DICOM?",
                           st.CANNOT_UNDERSTAND)

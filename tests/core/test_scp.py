@@ -12,7 +12,9 @@ import pydicom
 import pytest
 from conftest import MR_SOP, mr_series, node_config, running_node
 from netutil import send_raw, store_association, wait_for
-from pydicom.uid import ExplicitVRLittleEndian
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset
+from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
 
 from dicomnode.net import status as st
@@ -31,6 +33,14 @@ def _encode(ds: pydicom.Dataset) -> bytes:
     data = buf.getvalue()
     meta_end = 132 + 12 + int.from_bytes(data[140:144], "little")
     return data[meta_end:]
+
+
+def _encode_as(ds: pydicom.Dataset, syntax: str) -> bytes:
+    """The dataset part in an uncompressed transfer syntax (pixel bytes copied as they are)."""
+    buf = DicomBytesIO()
+    buf.is_little_endian, buf.is_implicit_VR = syntax != ExplicitVRBigEndian, syntax == ImplicitVRLittleEndian
+    write_dataset(buf, ds)
+    return buf.getvalue()
 
 
 def _spooled(node) -> list[Path]:
@@ -85,6 +95,30 @@ def test_bad_inputs_get_specific_statuses_and_association_keeps_working(tmp_path
     text = caplog.text
     assert "truncated data set" in text and "unparseable" in text
     assert "SOPInstanceUID missing" in text and "is not processed by this node" in text
+
+
+@pytest.mark.parametrize("syntax", [ImplicitVRLittleEndian, ExplicitVRBigEndian])
+def test_every_uncompressed_transfer_syntax_is_read_as_negotiated(tmp_path, plumbing_bundle, caplog, syntax):
+    """Headers are parsed with the context's transfer syntax (not guessed by pydicom's
+    fallback, which logs a warning per instance and cannot rescue big endian)."""
+    files = mr_series(tmp_path / "in", 2, seed=f"ts-{syntax}")
+    caplog.set_level(logging.WARNING)
+    with running_node(node_config(tmp_path, plumbing_bundle(), assembly={"quiet_s": 30})) as node:
+        assoc = store_association(node.port, [(MR_SOP, syntax)])
+        assert assoc.is_established and assoc.accepted_contexts[0].transfer_syntax[0] == syntax
+        for path in files:
+            ds = pydicom.dcmread(path)
+            assert send_raw(assoc, MR_SOP, ds.SOPInstanceUID, _encode_as(ds, syntax)) == st.SUCCESS
+        assoc.release()
+        stored = _spooled(node)
+        assert len(stored) == 2
+        back = pydicom.dcmread(stored[0])
+        assert back.file_meta.TransferSyntaxUID == syntax
+        original = {pydicom.dcmread(f).SOPInstanceUID: pydicom.dcmread(f) for f in files}[back.SOPInstanceUID]
+        assert (back.Rows, back.SeriesDescription) == (original.Rows, original.SeriesDescription)
+        series = next(node.spool.root.glob("incoming/*/series.json")).read_text()
+        assert original.SeriesDescription in series
+    assert "Expected explicit VR" not in caplog.text and "refused" not in caplog.text
 
 
 def test_disk_watermark_answers_a700_and_writes_nothing(tmp_path, plumbing_bundle):
