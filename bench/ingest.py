@@ -5,8 +5,15 @@
 
 Data: >= 1,000 synthetic MR instances (384 x 384, 16-bit, as a scanner sends them) and
 real WSI frames (the CMU-1 level-0 instance from ../shared/testdata, 30 JPEG frames,
-copied with new UIDs). Sender: dicomnode's replay sender (pynetdicom), one association.
-Reports instances/s, MB/s and the ratio node / storescp; median of repeats.
+copied with new UIDs). Senders, each to both receivers: dicomnode's replay sender
+(pynetdicom, one association) and dcmtk ``storescu -R -xy`` (one association, the files' own
+transfer syntaxes; it sends the file bytes as they are, so it is the faster sender).
+Reports instances/s, MB/s and the ratio node / storescp per sender; median of repeats.
+
+dcmtk tools run with ``TCP_NODELAY=1`` (dcmtk's switch for Nagle's algorithm, off in
+Debian's build): without it storescp answers every C-STORE ~45 ms late (Nagle + delayed
+ACK), which made an earlier version of this benchmark flatter dicomnode by 10x.
+``--dcmtk-nodelay 0`` measures the tools as installed.
 Run with ``make bench`` (inside ``unshare -n``: storescp binds all interfaces).
 """
 
@@ -14,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -32,6 +40,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from dicomnode.net.scu import echo  # noqa: E402
+
+DCMTK_ENV = dict(os.environ)
 from dicomnode.replay import scan, send  # noqa: E402
 
 
@@ -86,7 +96,7 @@ def storescp(out: Path) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     out.mkdir(parents=True)
     proc = subprocess.Popen(["storescp", "-aet", "STORESCP", "+xa", "-od", str(out), str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=DCMTK_ENV)
     wait_echo(port, "STORESCP")
     return proc, port
 
@@ -104,7 +114,15 @@ def dicomnode(work: Path) -> tuple[subprocess.Popen[bytes], int]:
     return proc, port
 
 
-def timed_send(files: list, port: int, called: str) -> float:
+def timed_send(files: list, port: int, called: str, sender: str) -> float:
+    if sender == "storescu":
+        started = time.monotonic()
+        command = ["storescu", "-R", "-xy", "-aec", called, "127.0.0.1", str(port), *(str(f.path) for f in files)]
+        proc = subprocess.run(command, capture_output=True, text=True, env=DCMTK_ENV)
+        seconds = time.monotonic() - started
+        if proc.returncode != 0:
+            raise RuntimeError(f"{called}: storescu failed: {proc.stderr[-1000:]}")
+        return seconds
     started = time.monotonic()
     statuses = send(files, "127.0.0.1", port, called=called)
     seconds = time.monotonic() - started
@@ -114,12 +132,12 @@ def timed_send(files: list, port: int, called: str) -> float:
     return seconds
 
 
-def run_once(files: list, tmp: Path, tag: str) -> dict[str, float]:
+def run_once(files: list, tmp: Path, tag: str, sender: str) -> dict[str, float]:
     results = {}
     for name, start in (("storescp", storescp), ("dicomnode", dicomnode)):
         proc, port = start(tmp / f"{tag}-{name}")
         try:
-            results[name] = timed_send(files, port, "STORESCP" if name == "storescp" else "DICOMNODE")
+            results[name] = timed_send(files, port, "STORESCP" if name == "storescp" else "DICOMNODE", sender)
         finally:
             proc.terminate()
             proc.wait(30)
@@ -127,9 +145,10 @@ def run_once(files: list, tmp: Path, tag: str) -> dict[str, float]:
     return results
 
 
-def report(label: str, files: list, runs: list[dict[str, float]]) -> dict[str, object]:
+def report(label: str, sender: str, files: list, runs: list[dict[str, float]]) -> dict[str, object]:
     count, size = len(files), sum(f.size for f in files) / 1e6
-    row: dict[str, object] = {"dataset": label, "instances": count, "MB": round(size, 1)}
+    row: dict[str, object] = {"dataset": label, "sender": sender, "dcmtk_tcp_nodelay": DCMTK_ENV["TCP_NODELAY"],
+                              "instances": count, "MB": round(size, 1)}
     for name in ("storescp", "dicomnode"):
         secs = statistics.median(r[name] for r in runs)
         row[f"{name}_inst_per_s"] = round(count / secs, 1)
@@ -146,7 +165,10 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=384, help="MR rows/columns")
     parser.add_argument("--wsi-copies", type=int, default=40, help="copies of the 30-frame WSI instance")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--senders", nargs="+", choices=("replay", "storescu"), default=["replay", "storescu"])
+    parser.add_argument("--dcmtk-nodelay", choices=("0", "1"), default="1", help="TCP_NODELAY for storescp/storescu")
     args = parser.parse_args()
+    DCMTK_ENV["TCP_NODELAY"] = args.dcmtk_nodelay
     wsi_dir = REPO.parent / "shared" / "testdata" / "wsi" / "cmu1-small-region-pyramid-wsi2dcm"
     source = wsi_dir / "level-0-frames-0-30.dcm"
     rows = []
@@ -160,8 +182,9 @@ def main() -> int:
         else:
             print(f"WSI part skipped: {source} not found", file=sys.stderr)
         for label, files in datasets:
-            runs = [run_once(files, tmp, f"{label[:3]}{i}") for i in range(args.repeats)]
-            rows.append(report(label, files, runs))
+            for sender in args.senders:
+                runs = [run_once(files, tmp, f"{label[:3]}{sender}{i}", sender) for i in range(args.repeats)]
+                rows.append(report(label, sender, files, runs))
     for row in rows:
         print(json.dumps(row))
     out = REPO / "bench" / "results"
