@@ -157,6 +157,8 @@ class OnnxModel:
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = 1
+        # no busy-waiting between calls: the tile reader threads need those cores
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3
         chosen = select_providers(providers if providers is not None else DEFAULT_PROVIDERS)
         try:
