@@ -95,8 +95,9 @@ def wait_echo(port: int, called: str) -> None:
 def storescp(out: Path) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     out.mkdir(parents=True)
+    log = (out.parent / f"{out.name}.log").open("wb")  # read on failure (timed_send)
     proc = subprocess.Popen(["storescp", "-aet", "STORESCP", "+xa", "-od", str(out), str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=DCMTK_ENV)
+                            stdout=log, stderr=log, env=DCMTK_ENV)
     wait_echo(port, "STORESCP")
     return proc, port
 
@@ -128,7 +129,8 @@ def timed_send(files: list, port: int, called: str, sender: str) -> float:
     seconds = time.monotonic() - started
     ok = sum(c for t, c in statuses.items() if t.startswith("0x0000"))
     if ok != len(files):
-        raise RuntimeError(f"{called}: only {ok}/{len(files)} stored: {dict(statuses)}")
+        logs = "".join(p.read_text(errors="replace")[-1500:] for p in files[0].path.parents[1].glob("*.log"))
+        raise RuntimeError(f"{called}: only {ok}/{len(files)} stored: {dict(statuses)}\n{logs}")
     return seconds
 
 

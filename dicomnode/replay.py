@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pydicom
 from pynetdicom import AE
@@ -90,28 +91,45 @@ class _Progress:
         sys.stderr.flush()
 
 
+def _store_one(assoc: Any, item: ReplayFile) -> str:
+    """Status text of one C-STORE ("no response" when the association dropped)."""
+    try:
+        answer = assoc.send_c_store(item.path)
+    except (ValueError, RuntimeError) as exc:
+        return f"not sent: {exc}"[:80]
+    code = int(answer.Status) if "Status" in answer else None
+    return "no response" if code is None else st.describe(code)
+
+
 def _send_chunk(files: list[ReplayFile], host: str, port: int, calling: str, called: str,
                 progress: _Progress) -> Counter[str]:
+    """Send ``files`` over one association; when an instance gets no answer (the peer
+    dropped the association), associate again and re-send it once (a duplicate is
+    harmless: same SOP Instance UID)."""
     ae = AE(ae_title=calling)
     for sop_class, syntax in sorted({(f.sop_class, f.syntax) for f in files}):
         ae.add_requested_context(sop_class, syntax)
     statuses: Counter[str] = Counter()
     assoc = ae.associate(host, port, ae_title=called)
-    if not assoc.is_established:
-        why = "rejected" if assoc.is_rejected else "aborted (no presentation context accepted?)"
-        statuses[f"association {why}"] += len(files)
-        return statuses
     try:
-        for item in files:
-            try:
-                answer = assoc.send_c_store(item.path)
-                code = int(answer.Status) if "Status" in answer else None
-                statuses["no response" if code is None else st.describe(code)] += 1
-            except (ValueError, RuntimeError) as exc:
-                statuses[f"not sent: {exc}"[:80]] += 1
+        for index, item in enumerate(files):
+            if not assoc.is_established:
+                why = "rejected" if assoc.is_rejected else "aborted (no presentation context accepted?)"
+                statuses[f"association {why}"] += len(files) - index
+                return statuses
+            status = _store_one(assoc, item)
+            if status == "no response":  # aborted by the peer, timed out or garbled: start afresh
+                sys.stderr.write(f"\nno answer from {host}:{port} for {item.path} (association dropped); "
+                                 "associating again\n")
+                if assoc.is_established:  # our side may not have seen the peer's A-ABORT yet
+                    assoc.abort()
+                assoc = ae.associate(host, port, ae_title=called)
+                status = _store_one(assoc, item) if assoc.is_established else status
+            statuses[status] += 1
             progress.step(item.size)
     finally:
-        assoc.release()
+        if assoc.is_established:
+            assoc.release()
     return statuses
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
+import time
 
 import pydicom
 from conftest import REPO, mr_series, node_config, running_node
@@ -61,3 +63,37 @@ def test_serve_exits_when_its_http_port_is_taken(tmp_path, plumbing_bundle):
                              capture_output=True, text=True, cwd=REPO, timeout=120)
     assert out.returncode == 2
     assert "cannot start" in out.stderr and "Address already in use" in out.stderr
+
+
+def test_replay_associates_again_when_the_peer_drops_the_association(tmp_path):
+    """A peer that aborts mid-series: replay re-associates, re-sends the unanswered
+    instance and ends with every instance stored (exit 0)."""
+    from netutil import free_port
+    from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, StoragePresentationContexts, evt
+
+    files = mr_series(tmp_path / "in", 6, seed="drop")
+    stored: list[str] = []
+    calls = {"n": 0}
+
+    def handle(event):
+        calls["n"] += 1
+        if calls["n"] == 3:  # the third C-STORE: drop the association without answering
+            threading.Thread(target=event.assoc.abort).start()
+            time.sleep(1.0)
+            return 0x0000
+        stored.append(str(event.request.AffectedSOPInstanceUID))
+        return 0x0000
+
+    ae = AE(ae_title="DROPPER")
+    for context in StoragePresentationContexts:
+        ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+    port = free_port()
+    server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, handle)])
+    try:
+        out = _replay(str(tmp_path / "in"), "--to", f"127.0.0.1:{port}", "--called-aet", "DROPPER")
+    finally:
+        server.shutdown()
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "association dropped" in out.stderr and "associating again" in out.stderr
+    assert "6  0x0000 Success" in out.stdout
+    assert sorted(set(stored)) == sorted(str(pydicom.dcmread(f).SOPInstanceUID) for f in files)
