@@ -35,7 +35,7 @@ SERIES = REPO.parent / "shared" / "testdata" / "mr" / "prostate-t2-axial-siemens
 BUNDLE = REPO / "models" / "lln-t2-demo"
 
 
-def bare_predictor(threads: int) -> tuple[object, object, list[float]]:
+def bare_predictor(series: Path, threads: int) -> tuple[object, object, list[float]]:
     import SimpleITK as sitk
     import torch
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
@@ -51,7 +51,7 @@ def bare_predictor(threads: int) -> tuple[object, object, list[float]]:
                                                    checkpoint_name=bundle.input.get("checkpoint",
                                                                                     "checkpoint_final.pth"))
     reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(SERIES)))
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(series)))
     image = reader.Execute()
     array = sitk.GetArrayFromImage(image).astype("float32")[None]
     props = {"spacing": list(image.GetSpacing())[::-1]}
@@ -67,7 +67,7 @@ def time_bare(predictor, data, repeats: int) -> list[float]:
     return times
 
 
-def time_bare_with_io(predictor, repeats: int) -> list[float]:
+def time_bare_with_io(predictor, series: Path, repeats: int) -> list[float]:
     """(a'): DICOM series read + predict + label map written, nnU-Net's own way."""
     import SimpleITK as sitk
 
@@ -76,7 +76,7 @@ def time_bare_with_io(predictor, repeats: int) -> list[float]:
         with tempfile.TemporaryDirectory() as tmp:
             started = time.perf_counter()
             reader = sitk.ImageSeriesReader()
-            reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(SERIES)))
+            reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(series)))
             image = reader.Execute()
             array = sitk.GetArrayFromImage(image).astype("float32")[None]
             labels = predictor.predict_single_npy_array(array, {"spacing": list(image.GetSpacing())[::-1]})  # type: ignore[attr-defined]
@@ -87,7 +87,7 @@ def time_bare_with_io(predictor, repeats: int) -> list[float]:
     return times
 
 
-def time_pipeline(repeats: int, threads: int) -> tuple[list[float], list[float], dict]:
+def time_pipeline(series: Path, repeats: int, threads: int) -> tuple[list[float], list[float], dict]:
     import torch
 
     from dicomnode.inference.manifest import load_bundle
@@ -108,7 +108,7 @@ def time_pipeline(repeats: int, threads: int) -> tuple[list[float], list[float],
             model_s.append(time.perf_counter() - started)
 
     pipeline.runner.predict = timed_predict  # type: ignore[attr-defined]
-    files = sorted(SERIES.glob("*.dcm"))
+    files = sorted(series.glob("*.dcm"))
     times, findings = [], {}
     for i in range(repeats):
         with tempfile.TemporaryDirectory() as tmp:
@@ -123,14 +123,14 @@ def time_pipeline(repeats: int, threads: int) -> tuple[list[float], list[float],
     return times, model_s, findings
 
 
-def _series_copy(folder: Path, run: int) -> tuple[str, list[Path]]:
+def _series_copy(series: Path, folder: Path, run: int) -> tuple[str, list[Path]]:
     """The T2 series with a new Series/SOP Instance UIDs for run ``run`` (same pixels)."""
     import pydicom
     from pydicom.uid import generate_uid
 
     series_uid = generate_uid(entropy_srcs=["bench-mri-node", str(run)])
     paths = []
-    for path in sorted(SERIES.glob("*.dcm")):
+    for path in sorted(series.glob("*.dcm")):
         ds = pydicom.dcmread(path)
         ds.SeriesInstanceUID = series_uid
         ds.SOPInstanceUID = generate_uid(entropy_srcs=[series_uid, str(ds.SOPInstanceUID)])
@@ -199,7 +199,7 @@ def _wait_listening(node, port: int, log: Path) -> None:  # noqa: ANN001 - Popen
     raise RuntimeError("node did not start listening in 120 s")
 
 
-def time_node(repeats: int, threads: int) -> list[float]:
+def time_node(series: Path, repeats: int, threads: int) -> list[float]:
     """(c): job created (series complete) → last of SEG, SR, viewer SR received by the PACS."""
     import subprocess
 
@@ -216,7 +216,7 @@ def time_node(repeats: int, threads: int) -> list[float]:
             _wait_listening(node, port, tmp / "node.log")
             for run in range(repeats + 1):  # run 0 warms the worker (model load)
                 (tmp / f"in{run}").mkdir()
-                series_uid, paths = _series_copy(tmp / f"in{run}", run)
+                series_uid, paths = _series_copy(series, tmp / f"in{run}", run)
                 before = len(received)
                 subprocess.run(["storescu", "-aec", "DICOMNODE", "127.0.0.1", str(port), *map(str, paths)],
                                check=True, capture_output=True)
@@ -233,24 +233,17 @@ def time_node(repeats: int, threads: int) -> list[float]:
     return times
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description="bare nnUNetPredictor vs mri-lln pipeline")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--skip-node", action="store_true", help="skip (c), the node and PACS run")
-    args = parser.parse_args()
-    if not (BUNDLE / "model.yaml").is_file() or not SERIES.is_dir():
-        print(f"bench/mri.py needs {BUNDLE} and {SERIES}", file=sys.stderr)
-        return 1
-    predictor, data, _ = bare_predictor(args.threads)
+def measure(series: Path, label: str, args: argparse.Namespace) -> dict:
+    """(a), (a'), (b) and unless --skip-node (c) for one series."""
+    predictor, data, _ = bare_predictor(series, args.threads)
     time_bare(predictor, data, 1)  # warm-up, as a warm worker would be
     bare = time_bare(predictor, data, args.repeats)
-    bare_io = time_bare_with_io(predictor, args.repeats)
-    time_pipeline(1, args.threads)
-    pipe, model, findings = time_pipeline(args.repeats, args.threads)
+    bare_io = time_bare_with_io(predictor, series, args.repeats)
+    time_pipeline(series, 1, args.threads)
+    pipe, model, findings = time_pipeline(series, args.repeats, args.threads)
     med = {k: statistics.median(v) for k, v in (("bare", bare), ("bare_io", bare_io), ("pipe", pipe))}
     outside = statistics.median(p - m for p, m in zip(pipe, model, strict=True))
-    row = {"volume": "40 x 320 x 320 T2 (testdata)", "threads": args.threads,
+    row = {"volume": label, "threads": args.threads,
            "bare_predictor_s": round(med["bare"], 3), "bare_with_io_s": round(med["bare_io"], 3),
            "pipeline_s": round(med["pipe"], 3), "pipeline_model_call_s": round(statistics.median(model), 3),
            "pipeline_outside_model_s": round(outside, 3),
@@ -259,10 +252,33 @@ def main() -> int:
            "bare_each": [round(t, 3) for t in bare], "pipeline_each": [round(t, 3) for t in pipe],
            "findings": {k: findings.get(k) for k in ("n_nodes", "lln_status")}}
     if not args.skip_node:
-        node = time_node(args.repeats, args.threads)
+        node = time_node(series, args.repeats, args.threads)
         row["node_complete_to_pacs_s"] = round(statistics.median(node), 3)
         row["ratio_node_to_pacs_vs_bare"] = round(statistics.median(node) / med["bare"], 3)
         row["node_each"] = [round(t, 3) for t in node]
+    return row
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="bare nnUNetPredictor vs mri-lln pipeline")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--skip-node", action="store_true", help="skip (c), the node and PACS run")
+    parser.add_argument("--synthetic", action="store_true",
+                        help="also a synthetic phantom of the same grid with 4 nodes (dicomnode.synth.mr)")
+    args = parser.parse_args()
+    if not (BUNDLE / "model.yaml").is_file() or not SERIES.is_dir():
+        print(f"bench/mri.py needs {BUNDLE} and {SERIES}", file=sys.stderr)
+        return 1
+    rows = [measure(SERIES, "40 x 320 x 320 T2 (testdata)", args)]
+    if args.synthetic:
+        from dicomnode.synth.mr import generate_case
+
+        with tempfile.TemporaryDirectory() as tmp:
+            case = generate_case(31, shape=(40, 320, 320), spacing_mm=(3.0, 0.6, 0.6), n_nodes=4)
+            case.write(Path(tmp))
+            rows.append(measure(Path(tmp), "40 x 320 x 320 synthetic phantom, 4 nodes", args))
+    row = rows[0] if len(rows) == 1 else rows
     print(json.dumps(row))
     out = REPO / "bench" / "results"
     out.mkdir(exist_ok=True)
