@@ -70,9 +70,19 @@ def _legend(width: int, bands: Sequence[float], headline: str) -> Image.Image:
         draw.rectangle([x, 6, x + 14, 20], fill=colour, outline=(0, 0, 0))
         draw.text((x + 18, 7), text, fill=(0, 0, 0), font=font)
         x += 24 + int(draw.textlength(text, font=font)) + 12
-    draw.text((6, 26), headline, fill=(0, 0, 0), font=font)
-    draw.text((6, 44), NOT_FOR_CLINICAL_USE, fill=(200, 0, 0), font=font)
+    _words(draw, (6, 26), headline, (0, 0, 0), font)
+    _words(draw, (6, 44), NOT_FOR_CLINICAL_USE, (200, 0, 0), font)
     return strip
+
+
+def _words(draw: ImageDraw.ImageDraw, xy: tuple[int, int], text: str, fill: tuple[int, int, int],
+           font: ImageFont.FreeTypeFont | ImageFont.ImageFont) -> None:
+    """Draw ``text`` word by word: Pillow's small default font renders a space ~1 px wide."""
+    x, y = xy
+    gap = max(4.0, float(draw.textlength(" ", font=font)))
+    for word in text.split():
+        draw.text((x, y), word, fill=fill, font=font)
+        x += int(draw.textlength(word, font=font) + gap)
 
 
 @dataclass(frozen=True)

@@ -70,3 +70,17 @@ def test_overlay_leaves_pixels_outside_the_bands_untouched() -> None:
     assert np.array_equal(img[~inside], thumb[~inside])
     expected = (thumb[inside].astype(float) * 0.55 + np.array(BAND_COLOURS[0], float) * 0.45).astype(np.uint8)
     assert np.array_equal(img[inside], expected)
+
+
+def test_legend_words_are_readably_spaced() -> None:
+    """Pillow's small default font draws a space ~1 px wide ("NOTFORCLINICAL USE")."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    from dicomnode.outputs.wsi_preview import _words
+
+    strip = Image.new("RGB", (200, 20), "white")
+    _words(ImageDraw.Draw(strip), (2, 2), "NOT FOR", (0, 0, 0), ImageFont.load_default())
+    ink = (np.asarray(strip) < 128).any(axis=(0, 2))
+    columns = np.flatnonzero(ink)
+    gaps = np.diff(columns) - 1
+    assert gaps.max() >= 3  # a real gap between the words
