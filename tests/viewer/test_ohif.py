@@ -70,10 +70,6 @@ CRASH_PATTERNS = (
     "Something went wrong",
 )
 
-if os.environ.get("DICOMNODE_VIEWER_TEST") != "1":
-    pytest.skip("browser check: run `make test-viewer`", allow_module_level=True)
-
-
 # ------------------------------------------------------------------------------ inputs
 
 
