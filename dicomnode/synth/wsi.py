@@ -23,7 +23,7 @@ from __future__ import annotations
 import datetime
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -45,7 +45,7 @@ from wsidicom.source import Source
 
 from dicomnode.dicom.uids import derive_uid
 
-__all__ = ["SyntheticDeposit", "SyntheticSlide", "generate_slide", "render_region"]
+__all__ = ["SyntheticDeposit", "SyntheticSlide", "generate_slide", "render_region", "write_pyramid"]
 
 logger = logging.getLogger(__name__)
 
@@ -458,18 +458,23 @@ def _metadata(seed: int) -> md.WsiMetadata:
     )
 
 
-class _SlideTiles(ImageData):  # type: ignore[misc]
-    """Level-0 tiles of a synthetic slide, rendered and JPEG-encoded when wsidicom asks."""
+#: ``render(x, y, width, height)`` → ``(height, width, 3)`` uint8 RGB of that level-0 region.
+Render = Callable[[int, int, int, int], np.ndarray]
 
-    def __init__(self, slide: SyntheticSlide, tile_size: int) -> None:
-        super().__init__(Encoder.create_for_settings(JpegSettings(quality=90)))
-        self._slide, self._tile = slide, tile_size
+
+class _RenderedTiles(ImageData):  # type: ignore[misc]
+    """Level-0 tiles produced by ``render`` and JPEG-encoded when wsidicom asks."""
+
+    def __init__(self, render: Render, size_px: tuple[int, int], mpp: float, tile_size: int,
+                 fill: tuple[int, int, int], quality: int) -> None:
+        super().__init__(Encoder.create_for_settings(JpegSettings(quality=quality)))
+        self._render, self._size, self._mpp, self._tile, self._fill = render, size_px, mpp, tile_size, fill
 
     transfer_syntax = property(lambda self: JPEGBaseline8Bit)
-    image_size = property(lambda self: Size(*self._slide.size_px))
+    image_size = property(lambda self: Size(*self._size))
     tile_size = property(lambda self: Size(self._tile, self._tile))
-    pixel_spacing = property(lambda self: SizeMm(self._slide.mpp / 1000, self._slide.mpp / 1000))
-    imaged_size = property(lambda self: SizeMm(*(n * self._slide.mpp / 1000 for n in self._slide.size_px)))
+    pixel_spacing = property(lambda self: SizeMm(self._mpp / 1000, self._mpp / 1000))
+    imaged_size = property(lambda self: SizeMm(*(n * self._mpp / 1000 for n in self._size)))
     samples_per_pixel = property(lambda self: 3)
     photometric_interpretation = property(lambda self: "YBR_FULL_422")
     bits = property(lambda self: 8)
@@ -479,12 +484,13 @@ class _SlideTiles(ImageData):  # type: ignore[misc]
     transcoder = property(lambda self: None)
 
     def get_decoded_tile(self, tile: Point, z: float, path: str, cache: bool = True) -> np.ndarray:
-        """Render one tile; pixels past the image edge are white."""
-        t, (width, height) = self._tile, self._slide.size_px
+        """Render one tile; pixels past the image edge get the fill colour."""
+        t, (width, height) = self._tile, self._size
         x, y = tile.x * t, tile.y * t
-        out = np.full((t, t, 3), 255, np.uint8)
+        out = np.empty((t, t, 3), np.uint8)
+        out[:] = self._fill
         w, h = min(t, width - x), min(t, height - y)
-        out[:h, :w] = render_region(self._slide, x, y, w, h)
+        out[:h, :w] = self._render(x, y, w, h)
         return out
 
     def get_encoded_tile(self, tile: Point, z: float, path: str) -> bytes:
@@ -492,13 +498,13 @@ class _SlideTiles(ImageData):  # type: ignore[misc]
         return bytes(self.encoder.encode(self.get_decoded_tile(tile, z, path)))
 
 
-class _SlideSource(Source):  # type: ignore[misc]
+class _RenderedSource(Source):  # type: ignore[misc]
     """A wsidicom source with one level-0 VOLUME instance (wsidicom adds the pyramid)."""
 
-    def __init__(self, slide: SyntheticSlide, tile_size: int) -> None:
+    def __init__(self, tiles: _RenderedTiles, seed: int) -> None:
         super().__init__()
-        ds = WsiMetadataDicomSchema().dump(_metadata(slide.seed), ImageType.VOLUME, True)
-        self._level0 = WsiInstance.create_instance(_SlideTiles(slide, tile_size), ds, ImageType.VOLUME, 0)
+        ds = WsiMetadataDicomSchema().dump(_metadata(seed), ImageType.VOLUME, True)
+        self._level0 = WsiInstance.create_instance(tiles, ds, ImageType.VOLUME, 0)
 
     base_dataset = property(lambda self: self._level0.dataset)
     level_instances = property(lambda self: [self._level0])
@@ -524,16 +530,26 @@ class _SeededUids(CallableUidGenerator):  # type: ignore[misc]
         return _uid(self._seed, "sop", size, "\\".join(dataset.ImageType))
 
 
-def _write_dicom(slide: SyntheticSlide, tile_size: int) -> list[Path]:
-    """Write the slide's pyramid with wsidicom; level 0 is rendered tile by tile on demand."""
-    with WsiDicom(_SlideSource(slide, tile_size)) as wsi:
-        files = wsi.save(
-            slide.folder,
-            uid_generator=_SeededUids(slide.seed),
-            add_missing_levels=True,
-            workers=2,
-            include_labels=False,
-        )
+def write_pyramid(
+    folder: Path,
+    render: Render,
+    size_px: tuple[int, int],
+    mpp: float,
+    seed: int,
+    *,
+    tile_size: int = 256,
+    fill: tuple[int, int, int] = (255, 255, 255),
+    jpeg_quality: int = 90,
+) -> list[Path]:
+    """Write a VL WSI DICOM pyramid whose level 0 is ``render``-ed tile by tile on demand.
+
+    Metadata (synthetic H&E, "not for clinical use" patient) and every UID follow from
+    ``seed``; wsidicom adds the lower levels. ``fill`` colours pixels past the image edge.
+    """
+    tiles = _RenderedTiles(render, size_px, mpp, tile_size, fill, jpeg_quality)
+    with WsiDicom(_RenderedSource(tiles, seed)) as wsi:
+        files = wsi.save(folder, uid_generator=_SeededUids(seed), add_missing_levels=True, workers=2,
+                         include_labels=False)
     return sorted(Path(str(f)) for f in files)
 
 
@@ -594,7 +610,8 @@ def generate_slide(
     size_px = (round(size_mm[0] * 1000 / mpp), round(size_mm[1] * 1000 / mpp))
     folder.mkdir(parents=True, exist_ok=True)
     slide = SyntheticSlide(folder, [], mpp, size_px, placed, seed=seed, blobs=blobs)
-    files = _write_dicom(slide, tile_size)
+    files = write_pyramid(folder, lambda x, y, w, h: render_region(slide, x, y, w, h), size_px, mpp, seed,
+                          tile_size=tile_size)
     logger.info(
         "synthetic slide seed=%d %dx%d px, %d deposit(s), %d file(s) in %s",
         seed,

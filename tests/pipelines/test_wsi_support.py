@@ -2,7 +2,7 @@
 
 * :func:`write_flat_slide` — a flat-colour brightfield slide (white glass, pink tissue
   ellipse, blue discs = "deposits" of known size) written as a VL WSI DICOM pyramid by
-  wsidicom from a numpy array (the shared reference ``make_wsi.py`` recipe).
+  :func:`dicomnode.synth.wsi.write_pyramid` from a numpy array.
 * :func:`export_models` — two tiny deterministic ONNX graphs exported with torch:
   "blueness" b = sigmoid(k·(B − R − 0.2)) per pixel; the classifier returns the patch mean
   of b (the fraction of blue pixels), the segmenter a 9 × 9 zero-padded box blur of b (its
@@ -15,13 +15,13 @@ that the right answer is known.
 from __future__ import annotations
 
 import math
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
-from pydicom.uid import JPEGBaseline8Bit, generate_uid
 
 BACKGROUND = (243, 242, 244)
 TISSUE = (230, 150, 190)
@@ -63,6 +63,7 @@ class FlatSlide:
     mpp: float
     size_px: tuple[int, int]
     deposits: list[tuple[float, float, float]]  # (x_mm, y_mm, diameter_mm)
+    seed: int  # of its metadata and UIDs (dicomnode.synth.wsi.write_pyramid)
 
 
 def paint(size_px: tuple[int, int], mpp: float, deposits: list[tuple[float, float, float]]) -> np.ndarray:
@@ -88,99 +89,15 @@ def write_flat_slide(
     mpp: float = 1.0,
 ) -> FlatSlide:
     """Write a flat-colour slide pyramid with wsidicom; return its files and truth."""
-    from wsidicom import WsiDicom
+    from dicomnode.synth.wsi import write_pyramid
 
     size = (round(size_mm[0] * 1000 / mpp), round(size_mm[1] * 1000 / mpp))
-    source = _numpy_source(paint(size, mpp, deposits), mpp)
+    array = paint(size, mpp, deposits)
+    seed = zlib.crc32(repr((size, mpp, deposits)).encode())  # own UIDs per distinct slide
     folder.mkdir(parents=True, exist_ok=True)
-    with WsiDicom(source) as wsi:
-        files = wsi.save(folder, add_missing_levels=True, workers=1)
-    return FlatSlide(sorted(Path(f) for f in files), mpp, size, deposits)
-
-
-def _numpy_source(array: np.ndarray, mpp: float) -> object:
-    """A wsidicom Source serving ``array`` as JPEG tiles (shared reference make_wsi.py)."""
-    from wsidicom import ImageData
-    from wsidicom.codec import Encoder
-    from wsidicom.geometry import Point, Size, SizeMm
-    from wsidicom.instance import WsiInstance
-    from wsidicom.metadata import (
-        Equipment,
-        Image,
-        ImageType,
-        Label,
-        OpticalPath,
-        Patient,
-        Pyramid,
-        Series,
-        Slide,
-        SlideSample,
-        Study,
-        WsiMetadata,
-    )
-    from wsidicom.metadata.schema.dicom import WsiMetadataDicomSchema
-    from wsidicom.source import Source
-
-    tile = 256
-
-    class Data(ImageData):  # type: ignore[misc]
-        def __init__(self) -> None:
-            super().__init__(Encoder.create(JPEGBaseline8Bit, 8, "YBR_FULL_422"))
-
-        transfer_syntax = property(lambda self: JPEGBaseline8Bit)
-        image_size = property(lambda self: Size(array.shape[1], array.shape[0]))
-        tile_size = property(lambda self: Size(tile, tile))
-        pixel_spacing = property(lambda self: SizeMm(mpp / 1000, mpp / 1000))
-        imaged_size = property(lambda self: SizeMm(array.shape[1] * mpp / 1000, array.shape[0] * mpp / 1000))
-        samples_per_pixel = property(lambda self: 3)
-        photometric_interpretation = property(lambda self: "YBR_FULL_422")
-        bits = property(lambda self: 8)
-        image_coordinate_system = property(lambda self: None)
-        thread_safe = property(lambda self: True)
-        lossy_compression = property(lambda self: None)
-        transcoder = property(lambda self: None)
-
-        def get_decoded_tile(self, p: Point, z: float, path: str, cache: bool = True) -> np.ndarray:
-            out = np.empty((tile, tile, 3), np.uint8)
-            out[:] = BACKGROUND
-            blk = array[p.y * tile : (p.y + 1) * tile, p.x * tile : (p.x + 1) * tile]
-            out[: blk.shape[0], : blk.shape[1]] = blk
-            return out
-
-        def get_encoded_tile(self, p: Point, z: float, path: str) -> bytes:
-            return self.encoder.encode(self.get_decoded_tile(p, z, path))
-
-    meta = WsiMetadata(
-        study=Study(uid=generate_uid(), identifier="S1", description="flat test slide"),
-        series=Series(uid=generate_uid(), number=1),
-        patient=Patient(name="Flat^Slide", identifier="FLAT1"),
-        equipment=Equipment(
-            manufacturer="tests",
-            model_name="numpy",
-            device_serial_number="0",
-            software_versions=["0"],
-        ),
-        slide=Slide(identifier="SLIDE1", samples=[SlideSample(identifier="S1", uid=generate_uid())]),
-        pyramid=Pyramid(image=Image(), optical_paths=[OpticalPath(identifier="0")], uid=generate_uid()),
-        label=Label(),
-        frame_of_reference_uid=generate_uid(),
-        dimension_organization_uids=[generate_uid()],
-    )
-    dataset = WsiMetadataDicomSchema().dump(meta, ImageType.VOLUME, True)
-    level0 = WsiInstance.create_instance(Data(), dataset, ImageType.VOLUME, 0)
-
-    class NumpySource(Source):  # type: ignore[misc]
-        base_dataset = property(lambda self: level0.dataset)
-        level_instances = property(lambda self: [level0])
-        label_instances = property(lambda self: [])
-        overview_instances = property(lambda self: [])
-        thumbnail_instances = property(lambda self: [])
-        annotation_instances = property(lambda self: [])
-
-        def close(self) -> None:
-            pass
-
-    return NumpySource()
+    files = write_pyramid(folder, lambda x, y, w, h: array[y : y + h, x : x + w], size, mpp, seed,
+                          fill=BACKGROUND, jpeg_quality=80)
+    return FlatSlide(files, mpp, size, deposits, seed)
 
 
 def _modules() -> tuple[object, object]:

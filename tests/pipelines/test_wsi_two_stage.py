@@ -189,7 +189,7 @@ def test_patient_study_specimen_come_from_the_source(positive: FlatSlide, positi
             assert out.get(kw) == source.get(kw), kw
     seg = positive_result.datasets[0]
     assert seg.FrameOfReferenceUID == source.FrameOfReferenceUID
-    assert seg.ContainerIdentifier == source.ContainerIdentifier == "SLIDE1"
+    assert seg.ContainerIdentifier == source.ContainerIdentifier == f"SYNTH-SLIDE-{positive.seed}"
     assert seg.SpecimenDescriptionSequence[0].SpecimenUID == source.SpecimenDescriptionSequence[0].SpecimenUID
     ref = seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0]
     assert ref.ReferencedSOPInstanceUID == source.SOPInstanceUID
