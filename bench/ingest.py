@@ -39,6 +39,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench import save_results  # noqa: E402
 from dicomnode.net.scu import echo  # noqa: E402
 
 DCMTK_ENV = dict(os.environ)
@@ -189,9 +190,7 @@ def main() -> int:
                 rows.append(report(label, sender, files, runs))
     for row in rows:
         print(json.dumps(row))
-    out = REPO / "bench" / "results"
-    out.mkdir(exist_ok=True)
-    (out / "ingest.json").write_text(json.dumps(rows, indent=1))
+    save_results("ingest", rows)
     return 0
 
 

@@ -31,6 +31,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from bench import save_results  # noqa: E402
+
 SERIES = REPO.parent / "shared" / "testdata" / "mr" / "prostate-t2-axial-siemens-verio"
 BUNDLE = REPO / "models" / "lln-t2-demo"
 
@@ -280,9 +283,7 @@ def main() -> int:
             rows.append(measure(Path(tmp), "40 x 320 x 320 synthetic phantom, 4 nodes", args))
     row = rows[0] if len(rows) == 1 else rows
     print(json.dumps(row))
-    out = REPO / "bench" / "results"
-    out.mkdir(exist_ok=True)
-    (out / "mri.json").write_text(json.dumps(row, indent=1))
+    save_results("mri", row)
     return 0
 
 

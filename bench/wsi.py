@@ -34,6 +34,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from bench import save_results  # noqa: E402
+
 CACHE = Path(tempfile.gettempdir()) / "dicomnode-bench-wsi"
 BUNDLE = REPO / "models" / "wsi-ln-demo"
 SLIDES = {
@@ -198,9 +201,7 @@ def main() -> int:
     if not args.skip_rss:
         rows["d_peak_rss_mb"] = {"small_4mm2": peak_rss_mb("small"), "large_40mm2": peak_rss_mb("large10x")}
     print(json.dumps(rows, indent=1))
-    out = REPO / "bench" / "results"
-    out.mkdir(exist_ok=True)
-    (out / "wsi.json").write_text(json.dumps(rows, indent=1))
+    save_results("wsi", rows)
     return 0
 
 
