@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_wsi_support import THRESHOLDS
 
 from dicomnode.errors import ModelError
 from dicomnode.inference.manifest import ModelBundle
@@ -13,13 +14,6 @@ from dicomnode.pipelines.wsi_config import WsiSettings, model_spec, thresholds
 
 CLS = {"file": "c.onnx", "mpp": 2.0, "patch_size": 64}
 SEG = {"file": "s.onnx", "mpp": 4.0, "patch_size": 128, "output_mpp": 4.0}
-THR = {
-    "gate_probability": 0.3,
-    "tumour_probability": 0.5,
-    "itc_max_mm": 0.2,
-    "micro_max_mm": 2.0,
-    "heatmap_bands": [0.5, 0.7, 0.9],
-}
 
 
 def bundle(inp: dict[str, Any] | None = None, thr: dict[str, Any] | None = None) -> ModelBundle:
@@ -32,7 +26,7 @@ def bundle(inp: dict[str, Any] | None = None, thr: dict[str, Any] | None = None)
         files={"c.onnx": "0", "s.onnx": "0"},
         intended_use="tests",
         input=inp if inp is not None else {"classifier": CLS, "segmenter": SEG},
-        thresholds=thr if thr is not None else THR,
+        thresholds=thr if thr is not None else THRESHOLDS,
     )
 
 
@@ -73,7 +67,7 @@ def test_bad_input_sections(inp: dict[str, Any], match: str) -> None:
 )
 def test_bad_thresholds(change: dict[str, Any], match: str) -> None:
     with pytest.raises(ModelError, match=match):
-        thresholds(bundle(thr={**THR, **change}))
+        thresholds(bundle(thr={**THRESHOLDS, **change}))
 
 
 def test_settings_defaults_and_coercion() -> None:
