@@ -39,8 +39,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench import save_results  # noqa: E402
-from dicomnode.net.scu import echo  # noqa: E402
+from bench import free_port, save_results, wait_echo  # noqa: E402
 
 DCMTK_ENV = dict(os.environ)
 from dicomnode.replay import scan, send  # noqa: E402
@@ -73,24 +72,6 @@ def make_wsi(folder: Path, source: Path, copies: int) -> None:
         ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
         ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
         ds.save_as(folder / f"{i:04d}.dcm", enforce_file_format=True)
-
-
-def free_port() -> int:
-    import socket
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_echo(port: int, called: str) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if echo("127.0.0.1", port, called=called, timeout_s=2) == 0:
-                return
-        except Exception:  # noqa: BLE001 - not listening yet
-            time.sleep(0.2)
-    raise RuntimeError(f"receiver on port {port} did not answer C-ECHO")
 
 
 def storescp(out: Path) -> tuple[subprocess.Popen[bytes], int]:

@@ -32,7 +32,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench import save_results  # noqa: E402
+from bench import free_port, save_results, wait_echo  # noqa: E402
 
 SERIES = REPO.parent / "shared" / "testdata" / "mr" / "prostate-t2-axial-siemens-verio"
 BUNDLE = REPO / "models" / "lln-t2-demo"
@@ -156,16 +156,10 @@ def _pacs(received: list[tuple[float, str]]):  # noqa: ANN202 - pynetdicom serve
 
 
 def _node_config(tmp: Path, pacs_port: int, threads: int) -> tuple[Path, int]:
-    import socket
 
     import yaml
 
-    def port() -> int:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            return int(sock.getsockname()[1])
-
-    node_port = port()
+    node_port = free_port()
     config = {
         "node": {"port": node_port}, "spool": {"path": str(tmp / "spool"), "min_free_mb": 1},
         "models": {"lln-t2-demo": {"path": str(BUNDLE)}},
@@ -174,7 +168,7 @@ def _node_config(tmp: Path, pacs_port: int, threads: int) -> tuple[Path, int]:
         "routes": [{"name": "t2", "pipeline": "mri-lln", "model": "lln-t2-demo", "destinations": ["pacs"],
                     "settings": {"threads": threads},
                     "match": {"all": [{"tag": "Modality", "equals": "MR"}]}}],
-        "http": {"port": port()}, "log": {"format": "json", "level": "INFO"},
+        "http": {"port": free_port()}, "log": {"format": "json", "level": "INFO"},
     }
     path = tmp / "dicomnode.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -187,19 +181,6 @@ def _job_created(spool: Path, series_uid: str) -> float:
         if job.get("series_uid") == series_uid:
             return float(job["created"])
     raise RuntimeError(f"no job for series {series_uid} in {spool}")
-
-
-def _wait_listening(node, port: int, log: Path) -> None:  # noqa: ANN001 - Popen
-    import subprocess
-
-    for _ in range(240):
-        if node.poll() is not None:
-            raise RuntimeError(f"node exited: {log.read_text()[-2000:]}")
-        echo = subprocess.run(["echoscu", "-aec", "DICOMNODE", "127.0.0.1", str(port)], capture_output=True)
-        if echo.returncode == 0:
-            return
-        time.sleep(0.5)
-    raise RuntimeError("node did not start listening in 120 s")
 
 
 def time_node(series: Path, repeats: int, threads: int) -> list[float]:
@@ -216,7 +197,10 @@ def time_node(series: Path, repeats: int, threads: int) -> list[float]:
         node = subprocess.Popen([sys.executable, "-m", "dicomnode", "serve", "--config", str(config)],
                                 stdout=log, stderr=log, cwd=REPO)
         try:
-            _wait_listening(node, port, tmp / "node.log")
+            try:
+                wait_echo(port, "DICOMNODE", timeout_s=120)
+            except RuntimeError as exc:
+                raise RuntimeError(f"{exc}; node log: {(tmp / 'node.log').read_text()[-2000:]}") from exc
             for run in range(repeats + 1):  # run 0 warms the worker (model load)
                 (tmp / f"in{run}").mkdir()
                 series_uid, paths = _series_copy(series, tmp / f"in{run}", run)
