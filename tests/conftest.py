@@ -28,16 +28,38 @@ collect_ignore = [] if os.environ.get("DICOMNODE_VIEWER_TEST") == "1" else ["vie
 pydicom.config.settings.writing_validation_mode = pydicom.config.RAISE
 
 REPO = Path(__file__).resolve().parents[1]
-TESTDATA = REPO.parent / "shared" / "testdata"
+#: The shared real-DICOM test data: the repository's sibling ``shared/testdata``, or the
+#: folder named by ``DICOMNODE_TESTDATA`` (a run can point it elsewhere, or at a missing
+#: folder to check that only the tests that read the data skip).
+TESTDATA = Path(os.environ.get("DICOMNODE_TESTDATA") or REPO.parent / "shared" / "testdata")
 MR_SOP = "1.2.840.10008.5.1.4.1.1.4"
+
+
+def _data_folder(path: Path) -> Path:
+    """``path`` if it is a folder, else skip the requesting test with a reason naming it."""
+    if not path.is_dir():
+        pytest.skip(f"shared test data not found at {path} (the repository's sibling 'shared/testdata', "
+                    "or DICOMNODE_TESTDATA)")
+    return path
 
 
 @pytest.fixture(scope="session")
 def testdata() -> Path:
-    """The shared real-DICOM test data (../shared/testdata), or skip with the reason."""
-    if not TESTDATA.is_dir():
-        pytest.skip(f"shared test data not found at {TESTDATA} (the repository's sibling 'shared/')")
-    return TESTDATA
+    """The shared real-DICOM test data (see ``TESTDATA``); skips the test, naming the path,
+    when it is absent. Tests read the shared data only through this fixture."""
+    return _data_folder(TESTDATA)
+
+
+@pytest.fixture(scope="session")
+def wsi_dir(testdata: Path) -> Path:
+    """The real VL WSI slides of the shared test data (``testdata/wsi``)."""
+    return _data_folder(testdata / "wsi")
+
+
+@pytest.fixture(scope="session")
+def mr_dir(testdata: Path) -> Path:
+    """The real MR series of the shared test data (``testdata/mr``)."""
+    return _data_folder(testdata / "mr")
 
 
 def mr_series(folder: Path, n: int, *, seed: str = "s", description: str = "AX T2 TSE PELVIS",

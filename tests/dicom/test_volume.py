@@ -1,4 +1,5 @@
-"""Series → volume on real MR series, checked against SimpleITK's ImageSeriesReader."""
+"""Series → volume on real MR series (shared test data via the ``mr_dir`` fixture), checked
+against SimpleITK's ImageSeriesReader."""
 
 from __future__ import annotations
 
@@ -12,14 +13,12 @@ import SimpleITK as sitk
 from dicomnode.dicom.volume import Volume, load_volume
 from dicomnode.errors import PipelineError, VolumeError
 
-MR = Path("/work/shared/testdata/mr")
-VERIO = MR / "prostate-t2-axial-siemens-verio"
-NEEDLE = MR / "prostate-t2-axial-needle-guidance-siemens"
-ADC_OBLIQUE = MR / "prostate-adc-oblique-ge-qin"
-ENHANCED = MR / "enhanced"
-TWO_ORIENTATIONS = MR / "oblique-and-odd" / "philips-two-orientations-one-series"
-
-pytestmark = pytest.mark.skipif(not MR.is_dir(), reason="shared MR test data not present")
+#: Series of the shared test data, relative to the ``mr_dir`` fixture.
+VERIO = "prostate-t2-axial-siemens-verio"
+NEEDLE = "prostate-t2-axial-needle-guidance-siemens"
+ADC_OBLIQUE = "prostate-adc-oblique-ge-qin"
+ENHANCED = "enhanced"
+TWO_ORIENTATIONS = "oblique-and-odd/philips-two-orientations-one-series"
 
 
 def _files(folder: Path) -> list[Path]:
@@ -41,8 +40,9 @@ def _assert_same_geometry(vol: Volume, ref: sitk.Image) -> None:
     np.testing.assert_allclose(vol.index_to_lps(far), ref.TransformIndexToPhysicalPoint(far), atol=1e-2)
 
 
-@pytest.mark.parametrize("folder", [VERIO, NEEDLE, ADC_OBLIQUE], ids=lambda p: p.name)
-def test_single_frame_series_matches_simpleitk(folder: Path) -> None:
+@pytest.mark.parametrize("name", [VERIO, NEEDLE, ADC_OBLIQUE])
+def test_single_frame_series_matches_simpleitk(mr_dir: Path, name: str) -> None:
+    folder = mr_dir / name
     files = _files(folder)[::-1]  # file order must not matter
     vol = load_volume(files)
     ref = _sitk_series(folder)
@@ -53,8 +53,8 @@ def test_single_frame_series_matches_simpleitk(folder: Path) -> None:
     assert all(s.frame_number is None for s in vol.sources)
 
 
-def test_verio_shape_and_axes() -> None:
-    vol = load_volume(_files(VERIO))
+def test_verio_shape_and_axes(mr_dir: Path) -> None:
+    vol = load_volume(_files(mr_dir / VERIO))
     assert vol.shape == (40, 320, 320)
     assert vol.spacing_zyx == pytest.approx((3.0, 0.5, 0.5), abs=1e-4)
     np.testing.assert_allclose(vol.direction, np.eye(3), atol=1e-6)
@@ -66,14 +66,14 @@ def test_verio_shape_and_axes() -> None:
     assert positions == sorted(positions)
 
 
-def test_non_square_needle_series_keeps_row_column_order() -> None:
-    vol = load_volume(_files(NEEDLE))
+def test_non_square_needle_series_keeps_row_column_order(mr_dir: Path) -> None:
+    vol = load_volume(_files(mr_dir / NEEDLE))
     assert vol.shape == (20, 256, 320)  # Rows 256, Columns 320
     assert vol.spacing_zyx[0] == pytest.approx(3.6, abs=1e-4)  # 3 mm slices, 0.6 mm gap
 
 
-def test_oblique_to_sitk_roundtrip() -> None:
-    vol = load_volume(_files(ADC_OBLIQUE))
+def test_oblique_to_sitk_roundtrip(mr_dir: Path) -> None:
+    vol = load_volume(_files(mr_dir / ADC_OBLIQUE))
     image = vol.to_sitk()
     _assert_same_geometry(vol, image)
     lps = vol.index_to_lps([[3.0, 7.0, 2.0], [100.5, 20.0, 19.0]])
@@ -89,8 +89,8 @@ def test_oblique_to_sitk_roundtrip() -> None:
         "siemens_xa10_sms_6frames.dcm",
     ],
 )
-def test_enhanced_mr_matches_simpleitk(name: str) -> None:
-    path = ENHANCED / name
+def test_enhanced_mr_matches_simpleitk(mr_dir: Path, name: str) -> None:
+    path = mr_dir / ENHANCED / name
     vol = load_volume([path])
     ref = sitk.ReadImage(str(path))
     _assert_same_geometry(vol, ref)
@@ -102,18 +102,18 @@ def test_enhanced_mr_matches_simpleitk(name: str) -> None:
     np.testing.assert_allclose(vol.array[0], expected, rtol=1e-6)
 
 
-def test_enhanced_with_two_stacks_is_refused() -> None:
+def test_enhanced_with_two_stacks_is_refused(mr_dir: Path) -> None:
     with pytest.raises(VolumeError, match=r"occur more than once.*frame1, .*frame33"):
-        load_volume([ENHANCED / "philips_fieldmap_64frames.dcm"])
+        load_volume([mr_dir / ENHANCED / "philips_fieldmap_64frames.dcm"])
 
 
-def test_two_orientations_in_one_series() -> None:
+def test_two_orientations_in_one_series(mr_dir: Path) -> None:
     with pytest.raises(VolumeError, match=r"more than one orientation.*IM-0001-000\d-0001\.dcm"):
-        load_volume(_files(TWO_ORIENTATIONS))
+        load_volume(_files(mr_dir / TWO_ORIENTATIONS))
 
 
-def test_missing_slice_names_its_neighbours() -> None:
-    vol = load_volume(_files(VERIO))
+def test_missing_slice_names_its_neighbours(mr_dir: Path) -> None:
+    vol = load_volume(_files(mr_dir / VERIO))
     names = [s.path for s in vol.sources if s.path is not None]
     dropped = names[:17] + names[18:]
     with pytest.raises(VolumeError, match=r"1 slice\(s\) missing") as info:
@@ -122,8 +122,8 @@ def test_missing_slice_names_its_neighbours() -> None:
     assert isinstance(info.value, PipelineError)
 
 
-def test_non_uniform_spacing(tmp_path: Path) -> None:
-    files = _files(ADC_OBLIQUE)
+def test_non_uniform_spacing(mr_dir: Path, tmp_path: Path) -> None:
+    files = _files(mr_dir / ADC_OBLIQUE)
     normal = load_volume(files).direction[:, 2]
     ds = pydicom.dcmread(files[5])
     moved = np.asarray(ds.ImagePositionPatient, float) + 1.2 * normal  # 1.2 mm along the normal
@@ -133,8 +133,8 @@ def test_non_uniform_spacing(tmp_path: Path) -> None:
         load_volume([*files[:5], tmp_path / "moved.dcm", *files[6:]])
 
 
-def test_localizer_mixed_in(tmp_path: Path) -> None:
-    files = _files(VERIO)
+def test_localizer_mixed_in(mr_dir: Path, tmp_path: Path) -> None:
+    files = _files(mr_dir / VERIO)
     ds = pydicom.dcmread(files[0])
     ds.SOPInstanceUID = pydicom.uid.generate_uid()
     ds.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
@@ -144,8 +144,8 @@ def test_localizer_mixed_in(tmp_path: Path) -> None:
         load_volume([*files, tmp_path / "scout.dcm"])
 
 
-def test_inconsistent_pixel_spacing(tmp_path: Path) -> None:
-    files = _files(VERIO)
+def test_inconsistent_pixel_spacing(mr_dir: Path, tmp_path: Path) -> None:
+    files = _files(mr_dir / VERIO)
     ds = pydicom.dcmread(files[3])
     ds.PixelSpacing = [0.55, 0.5]
     ds.save_as(tmp_path / "resampled.dcm")
@@ -153,13 +153,13 @@ def test_inconsistent_pixel_spacing(tmp_path: Path) -> None:
         load_volume([*files[:3], tmp_path / "resampled.dcm", *files[4:]])
 
 
-def test_other_series_mixed_in() -> None:
+def test_other_series_mixed_in(mr_dir: Path) -> None:
     with pytest.raises(VolumeError, match=r"2 different series"):
-        load_volume([*_files(VERIO)[:3], *_files(NEEDLE)[:1]])
+        load_volume([*_files(mr_dir / VERIO)[:3], *_files(mr_dir / NEEDLE)[:1]])
 
 
-def test_datasets_accepted_and_rescale_applied() -> None:
-    first4 = [s.path for s in load_volume(_files(VERIO)).sources[:4]]
+def test_datasets_accepted_and_rescale_applied(mr_dir: Path) -> None:
+    first4 = [s.path for s in load_volume(_files(mr_dir / VERIO)).sources[:4]]
     datasets = [pydicom.dcmread(p) for p in first4]
     for ds in datasets:
         ds.RescaleSlope, ds.RescaleIntercept = 2, -10
@@ -176,16 +176,16 @@ def test_not_dicom(tmp_path: Path) -> None:
         load_volume([bad])
 
 
-def test_enhanced_localizer_frame_named() -> None:
-    ds = pydicom.dcmread(ENHANCED / "siemens_enhanced_oblique_8frames.dcm")
+def test_enhanced_localizer_frame_named(mr_dir: Path) -> None:
+    ds = pydicom.dcmread(mr_dir / ENHANCED / "siemens_enhanced_oblique_8frames.dcm")
     frame_type = ds.PerFrameFunctionalGroupsSequence[2].MRImageFrameTypeSequence[0]
     frame_type.FrameType = ["ORIGINAL", "PRIMARY", "LOCALIZER", "NONE"]
     with pytest.raises(VolumeError, match=r"1 localizer.*siemens_enhanced_oblique_8frames\.dcm#frame3"):
         load_volume([ds])
 
 
-def test_malformed_geometry_is_a_volume_error(tmp_path: Path) -> None:
-    files = _files(NEEDLE)
+def test_malformed_geometry_is_a_volume_error(mr_dir: Path, tmp_path: Path) -> None:
+    files = _files(mr_dir / NEEDLE)
     ds = pydicom.dcmread(files[2])
     ds.ImageOrientationPatient = [1, 0, 0, 0, 1]  # five values
     ds.save_as(tmp_path / "short-iop.dcm")
@@ -196,8 +196,8 @@ def test_malformed_geometry_is_a_volume_error(tmp_path: Path) -> None:
         load_volume([ds])
 
 
-def test_non_image_instance_in_series_is_named() -> None:
-    study = MR / "abdomen-philips-ingenia-liver-mrcp"
+def test_non_image_instance_in_series_is_named(mr_dir: Path) -> None:
+    study = mr_dir / "abdomen-philips-ingenia-liver-mrcp"
     files = [*_files(study / "s401_T2W_TRA_BH"), study / "philips-private-sop" / "XX_0027"]
     with pytest.raises(VolumeError, match=r"without pixel data are not images.*XX_0027"):
         load_volume(files)

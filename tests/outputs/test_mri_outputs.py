@@ -27,8 +27,9 @@ from dicomnode.pipelines.lln_findings import LabelScheme, LlnFindings, compute_f
 from dicomnode.synth.mr import generate_case
 
 BIN = Path(sys.executable).parent
-ENHANCED = Path("/work/shared/testdata/mr/enhanced/siemens_enhanced_oblique_8frames.dcm")
-ADC = Path("/work/shared/testdata/mr/prostate-adc-oblique-ge-qin")
+#: Real series of the shared test data, relative to the ``mr_dir`` fixture.
+ENHANCED = "enhanced/siemens_enhanced_oblique_8frames.dcm"
+ADC = "prostate-adc-oblique-ge-qin"
 SCHEME = LabelScheme.from_manifest(LABELS, THRESHOLDS)
 BUNDLE = lln_bundle("0.1.0")
 
@@ -204,8 +205,8 @@ def test_no_nodes_gives_sr_only(synthetic: Outputs, tmp_path: Path) -> None:
     assert len(evidence) == 1  # only the source series, no SEG
 
 
-def test_real_oblique_series_single_node_segment(tmp_path: Path) -> None:
-    sources = [pydicom.dcmread(p) for p in sorted(ADC.iterdir())]
+def test_real_oblique_series_single_node_segment(mr_dir: Path, tmp_path: Path) -> None:
+    sources = [pydicom.dcmread(p) for p in sorted((mr_dir / ADC).iterdir())]
     volume = load_volume(sources)
     labels = np.zeros(volume.shape, np.uint8)
     labels[9:12, 120:131, 70:78] = 5  # one node, no regions: single-segment SEG
@@ -216,8 +217,8 @@ def test_real_oblique_series_single_node_segment(tmp_path: Path) -> None:
     assert dciodvfy_errors(out.seg_path) == [] and dciodvfy_errors(out.sr_path) == []
 
 
-def test_enhanced_mr_source(tmp_path: Path) -> None:
-    ds = pydicom.dcmread(ENHANCED)
+def test_enhanced_mr_source(mr_dir: Path, tmp_path: Path) -> None:
+    ds = pydicom.dcmread(mr_dir / ENHANCED)
     ds.FrameOfReferenceUID = pydicom.uid.generate_uid(entropy_srcs=["enhanced-test"])
     volume = load_volume([ds])
     labels = np.zeros(volume.shape, np.uint8)
@@ -238,8 +239,8 @@ def test_enhanced_mr_source(tmp_path: Path) -> None:
     assert source.ReferencedFrameNumber == out.findings.nodes[0].short_axis.slice_index + 1
 
 
-def test_source_without_frame_of_reference_fails_clearly(tmp_path: Path) -> None:
-    ds = pydicom.dcmread(ENHANCED)
+def test_source_without_frame_of_reference_fails_clearly(mr_dir: Path, tmp_path: Path) -> None:
+    ds = pydicom.dcmread(mr_dir / ENHANCED)
     volume = load_volume([ds])
     labels = np.zeros(volume.shape, np.uint8)
     labels[3:5, 110:120, 70:82] = 4

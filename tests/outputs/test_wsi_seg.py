@@ -1,4 +1,5 @@
-"""Tiled WSI SEG on real slide headers: dciodvfy, highdicom read-back, slide geometry."""
+"""Tiled WSI SEG on real slide headers (shared test data via the ``wsi_dir`` fixture): dciodvfy,
+highdicom read-back, slide geometry; band masks and the output grid need no data."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 
 from dicomnode.dicom.uids import derive_uid
 from dicomnode.inference.manifest import ModelBundle
-from dicomnode.outputs.validate import dciodvfy_available, dciodvfy_errors
+from dicomnode.outputs.validate import dciodvfy_errors
 from dicomnode.outputs.wsi_seg import (
     SegGeometry,
     band_masks,
@@ -20,13 +21,11 @@ from dicomnode.outputs.wsi_seg import (
     to_output_grid,
 )
 
-WSI = Path("/work/shared/testdata/wsi")
-CMU_DICOMIZER = WSI / "cmu1-small-region-pyramid-wsidicomizer"
-CMU_WSI2DCM = WSI / "cmu1-small-region-pyramid-wsi2dcm" / "level-0-frames-0-30.dcm"
-MARROW_RAW = WSI / "gcp-wsi2dcm-bone-marrow" / "raw.dicom"
+#: Slide headers of the shared test data, relative to the ``wsi_dir`` fixture.
+CMU_DICOMIZER = "cmu1-small-region-pyramid-wsidicomizer"
+CMU_WSI2DCM = "cmu1-small-region-pyramid-wsi2dcm/level-0-frames-0-30.dcm"
+MARROW_RAW = "gcp-wsi2dcm-bone-marrow/raw.dicom"
 BANDS = (0.5, 0.7, 0.9)
-
-pytestmark = pytest.mark.skipif(not WSI.is_dir(), reason="shared WSI test data not present")
 
 
 def bundle() -> ModelBundle:
@@ -73,9 +72,13 @@ def make_inputs(base: pydicom.Dataset, mpp: float, cell_px: int) -> tuple[np.nda
     return tumour, bands
 
 
-@pytest.mark.parametrize(("source", "mpp"), [(CMU_DICOMIZER, 4.0), (CMU_WSI2DCM, 8.0), (MARROW_RAW, 33.566)])
-def test_seg_roundtrip_and_dciodvfy(tmp_path: Path, source: Path, mpp: float) -> None:
-    base = level0(source)
+@pytest.mark.parametrize(
+    ("source", "mpp"),
+    [(CMU_DICOMIZER, 4.0), (CMU_WSI2DCM, 8.0), (MARROW_RAW, 33.566)],
+    ids=["dicomizer", "wsi2dcm", "marrow-raw"],
+)
+def test_seg_roundtrip_and_dciodvfy(wsi_dir: Path, tmp_path: Path, source: str, mpp: float) -> None:
+    base = level0(wsi_dir / source)
     tumour, bands = make_inputs(base, mpp, cell_px=8)
     seg = build_wsi_seg(SegGeometry(base, spacing_um(base), mpp), tumour, bands, bundle(), uid, band_limits=BANDS)
     out = tmp_path / "seg.dcm"
@@ -90,12 +93,11 @@ def test_seg_roundtrip_and_dciodvfy(tmp_path: Path, source: Path, mpp: float) ->
     assert back.StudyInstanceUID == base.StudyInstanceUID
     assert back.SeriesInstanceUID == uid("seg.series")
     assert "NOT FOR CLINICAL USE" in back.SeriesDescription
-    if dciodvfy_available():
-        assert dciodvfy_errors(out) == []
+    assert dciodvfy_errors(out) == []
 
 
-def test_seg_pixel_maps_to_the_source_pixel_it_covers(tmp_path: Path) -> None:
-    base = level0(CMU_DICOMIZER)
+def test_seg_pixel_maps_to_the_source_pixel_it_covers(wsi_dir: Path, tmp_path: Path) -> None:
+    base = level0(wsi_dir / CMU_DICOMIZER)
     mpp0, mpp = spacing_um(base), 4.0
     tumour, bands = make_inputs(base, mpp, cell_px=8)
     seg = build_wsi_seg(SegGeometry(base, mpp0, mpp), tumour, bands, bundle(), uid, band_limits=BANDS)

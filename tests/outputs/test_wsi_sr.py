@@ -1,4 +1,5 @@
-"""TID 1500 WSI SR on real slide headers: dciodvfy, highdicom parse-back, SCOORD3D geometry."""
+"""TID 1500 WSI SR on real slide headers (shared test data via the ``wsi_dir`` fixture):
+dciodvfy, highdicom parse-back, SCOORD3D geometry."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from test_wsi_seg import (
     BANDS,
     CMU_DICOMIZER,
     CMU_WSI2DCM,
-    WSI,
     bundle,
     level0,
     make_inputs,
@@ -21,11 +21,9 @@ from test_wsi_seg import (
 )
 
 from dicomnode.errors import OutputError
-from dicomnode.outputs.validate import dciodvfy_available, dciodvfy_errors
+from dicomnode.outputs.validate import dciodvfy_errors
 from dicomnode.outputs.wsi_seg import SegGeometry, build_wsi_seg, slide_reference
 from dicomnode.outputs.wsi_sr import DepositReport, SlideReport, build_wsi_sr, size_class_code
-
-pytestmark = pytest.mark.skipif(not WSI.is_dir(), reason="shared WSI test data not present")
 
 
 def report(n_deposits: int) -> SlideReport:
@@ -45,6 +43,8 @@ def report(n_deposits: int) -> SlideReport:
 
 
 def build(tmp_path: Path, source: Path, rep: SlideReport) -> tuple[Path, object]:
+    """Build the SEG and the SR of ``rep`` on the slide ``source``; return the SR's path and
+    the slide reference."""
     base = level0(source)
     tumour, bands = make_inputs(base, 8.0, cell_px=8)
     seg = build_wsi_seg(SegGeometry(base, spacing_um(base), 8.0), tumour, bands, bundle(), uid, band_limits=BANDS)
@@ -55,13 +55,12 @@ def build(tmp_path: Path, source: Path, rep: SlideReport) -> tuple[Path, object]
     return out, ref
 
 
-@pytest.mark.parametrize("source", [CMU_DICOMIZER, CMU_WSI2DCM])
+@pytest.mark.parametrize("source", [CMU_DICOMIZER, CMU_WSI2DCM], ids=["dicomizer", "wsi2dcm"])
 @pytest.mark.parametrize("n_deposits", [0, 3])
-def test_sr_valid_and_parses_back(tmp_path: Path, source: Path, n_deposits: int) -> None:
+def test_sr_valid_and_parses_back(wsi_dir: Path, tmp_path: Path, source: str, n_deposits: int) -> None:
     rep = report(n_deposits)
-    out, _ = build(tmp_path, source, rep)
-    if dciodvfy_available():
-        assert dciodvfy_errors(out) == []
+    out, _ = build(tmp_path, wsi_dir / source, rep)
+    assert dciodvfy_errors(out) == []
     doc = hd.sr.srread(out)
     assert doc.SOPInstanceUID == uid("sr.instance") and doc.VerificationFlag == "UNVERIFIED"
     assert "NOT FOR CLINICAL USE" in doc.SeriesDescription
@@ -75,9 +74,9 @@ def test_sr_valid_and_parses_back(tmp_path: Path, source: Path, n_deposits: int)
         assert group.roi.GraphicType == "POLYGON"
 
 
-def test_sr_slide_findings(tmp_path: Path) -> None:
+def test_sr_slide_findings(wsi_dir: Path, tmp_path: Path) -> None:
     rep = report(2)
-    out, _ = build(tmp_path, CMU_DICOMIZER, rep)
+    out, _ = build(tmp_path, wsi_dir / CMU_DICOMIZER, rep)
     doc = hd.sr.srread(out)
     slide, tissue = doc.content.get_image_measurement_groups()
     values = {m.name.meaning: m.value for m in slide.get_measurements()}
@@ -89,9 +88,9 @@ def test_sr_slide_findings(tmp_path: Path) -> None:
     assert [m.value for m in tissue.get_measurements()] == [pytest.approx(1.44)]
 
 
-def test_polygon_is_in_slide_coordinates_of_the_source_pixels(tmp_path: Path) -> None:
+def test_polygon_is_in_slide_coordinates_of_the_source_pixels(wsi_dir: Path, tmp_path: Path) -> None:
     rep = report(1)
-    out, ref = build(tmp_path, CMU_DICOMIZER, rep)
+    out, ref = build(tmp_path, wsi_dir / CMU_DICOMIZER, rep)
     roi = hd.sr.srread(out).content.get_planar_roi_measurement_groups()[0].roi
     xyz = np.asarray(roi.GraphicData, float).reshape(-1, 3)
     back = hd.spatial.ReferenceToImageTransformer.for_image(ref, for_total_pixel_matrix=True)
@@ -103,8 +102,8 @@ def test_unknown_size_class_is_refused() -> None:
         size_class_code("huge")
 
 
-def test_evidence_lists_the_source_and_the_seg(tmp_path: Path) -> None:
-    out, ref = build(tmp_path, CMU_DICOMIZER, report(1))
+def test_evidence_lists_the_source_and_the_seg(wsi_dir: Path, tmp_path: Path) -> None:
+    out, ref = build(tmp_path, wsi_dir / CMU_DICOMIZER, report(1))
     doc = hd.sr.srread(out)
     listed = {
         (item.ReferencedSOPClassUID, item.ReferencedSOPInstanceUID)

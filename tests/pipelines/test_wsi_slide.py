@@ -1,4 +1,5 @@
-"""Opening and reading the real test slides (shared testdata, read in place)."""
+"""Opening and reading the real test slides (shared test data via the ``wsi_dir`` fixture,
+read in place), and the pure helpers (JPEG markers, Otsu, hole filling) that need no data."""
 
 from __future__ import annotations
 
@@ -12,20 +13,18 @@ from dicomnode.errors import PipelineError
 from dicomnode.pipelines.wsi_slide import _signals_ycbcr, open_slide
 from dicomnode.pipelines.wsi_tissue import detect_tissue, fill_holes, otsu_threshold, saturation
 
-WSI = Path("/work/shared/testdata/wsi")
-DICOMIZER = WSI / "cmu1-small-region-pyramid-wsidicomizer"
-WSI2DCM = WSI / "cmu1-small-region-pyramid-wsi2dcm"
-MARROW = WSI / "gcp-wsi2dcm-bone-marrow"
-
-pytestmark = pytest.mark.skipif(not WSI.is_dir(), reason="shared WSI test data not present")
+#: Slides of the shared test data, relative to the ``wsi_dir`` fixture.
+DICOMIZER = "cmu1-small-region-pyramid-wsidicomizer"
+WSI2DCM = "cmu1-small-region-pyramid-wsi2dcm"
+MARROW = "gcp-wsi2dcm-bone-marrow"
 
 
 def files(path: Path) -> list[Path]:
     return sorted(p for p in path.iterdir() if not p.name.endswith(".txt")) if path.is_dir() else [path]
 
 
-def test_levels_of_the_wsi2dcm_pyramid_exclude_single_frame_levels() -> None:
-    with open_slide(files(WSI2DCM)) as slide:
+def test_levels_of_the_wsi2dcm_pyramid_exclude_single_frame_levels(wsi_dir: Path) -> None:
+    with open_slide(files(wsi_dir / WSI2DCM)) as slide:
         assert [(lv.width, lv.height) for lv in slide.levels] == [
             (2220, 2967),
             (1110, 1483),
@@ -34,15 +33,15 @@ def test_levels_of_the_wsi2dcm_pyramid_exclude_single_frame_levels() -> None:
         assert slide.base.TotalPixelMatrixColumns == 2220
 
 
-def test_level_with_baked_in_wrong_colours_is_dropped() -> None:
+def test_level_with_baked_in_wrong_colours_is_dropped(wsi_dir: Path) -> None:
     # wsidicomizer built its 139x186 level from YCbCr samples taken as RGB
-    with open_slide(files(DICOMIZER)) as slide:
+    with open_slide(files(wsi_dir / DICOMIZER)) as slide:
         assert [round(lv.mpp, 3) for lv in slide.levels] == [0.499, 0.998, 1.996, 3.992]
 
 
-def test_two_conversions_of_one_slide_read_the_same_colours() -> None:
+def test_two_conversions_of_one_slide_read_the_same_colours(wsi_dir: Path) -> None:
     regions = []
-    for path in (DICOMIZER, WSI2DCM):
+    for path in (wsi_dir / DICOMIZER, wsi_dir / WSI2DCM):
         with open_slide(files(path)) as slide:
             for mpp in (0.5, 2.0, 8.0):
                 raster = slide.raster(mpp)
@@ -53,8 +52,8 @@ def test_two_conversions_of_one_slide_read_the_same_colours() -> None:
     assert 230 < regions[0][:20, :20].mean() < 250  # glass is white, not YCbCr grey-green
 
 
-def test_resampled_raster_matches_exact_level_downscale() -> None:
-    with open_slide(files(WSI2DCM)) as slide:
+def test_resampled_raster_matches_exact_level_downscale(wsi_dir: Path) -> None:
+    with open_slide(files(wsi_dir / WSI2DCM)) as slide:
         raster = slide.raster(4.0)  # no level: level 2 (1.996) downscaled by 2.004
         assert raster.level.mpp == pytest.approx(1.996) and raster.scale == pytest.approx(2.004, abs=1e-3)
         assert (raster.width, raster.height) == (277, 371)  # the base extent, not level 2
@@ -70,56 +69,56 @@ def test_resampled_raster_matches_exact_level_downscale() -> None:
         assert np.abs(blocks(img) - blocks(np.roll(halved, 8, axis=1))).mean() > 8.0
 
 
-def test_reads_outside_the_matrix_are_white() -> None:
-    with open_slide(files(WSI2DCM)) as slide:
+def test_reads_outside_the_matrix_are_white(wsi_dir: Path) -> None:
+    with open_slide(files(wsi_dir / WSI2DCM)) as slide:
         raster = slide.raster(2.0)
         edge = slide.read(raster, raster.width - 10, raster.height - 10, 40, 40)
         assert edge.shape == (40, 40, 3) and (edge[20:, 20:] == 255).all()
 
 
-def test_bone_marrow_codecs_decode_to_the_same_pixels() -> None:
+def test_bone_marrow_codecs_decode_to_the_same_pixels(wsi_dir: Path) -> None:
     arrays = {}
     for name in ("raw.dicom", "jpeg2000.dicom", "jpeg.dicom"):
-        with open_slide([MARROW / name]) as slide:
+        with open_slide([wsi_dir / MARROW / name]) as slide:
             raster = slide.raster(slide.mpp)
             arrays[name] = slide.read_raster(raster).astype(int)
     assert np.array_equal(arrays["raw.dicom"], arrays["jpeg2000.dicom"])
     assert np.abs(arrays["raw.dicom"] - arrays["jpeg.dicom"]).mean() < 4.0
 
 
-def test_folder_with_three_series_is_refused() -> None:
-    with pytest.raises(PipelineError, match="3 slide series"), open_slide(files(MARROW)):
+def test_folder_with_three_series_is_refused(wsi_dir: Path) -> None:
+    with pytest.raises(PipelineError, match="3 slide series"), open_slide(files(wsi_dir / MARROW)):
         pass
 
 
-def test_label_from_another_series_is_ignored() -> None:
-    with open_slide(files(WSI / "ezwsi-camelyon")) as slide:
+def test_label_from_another_series_is_ignored(wsi_dir: Path) -> None:
+    with open_slide(files(wsi_dir / "ezwsi-camelyon")) as slide:
         assert [(lv.width, lv.height) for lv in slide.levels] == [(1152, 700)]
 
 
-def test_fluorescence_is_unsupported() -> None:
+def test_fluorescence_is_unsupported(wsi_dir: Path) -> None:
     with (
         pytest.raises(
             PipelineError,
             match=r"unsupported: not a brightfield RGB slide .*MONOCHROME2"
             r".*3 optical path",
         ),
-        open_slide(files(WSI / "wg26-3dhistech-bpaec-fluorescence")),
+        open_slide(files(wsi_dir / "wg26-3dhistech-bpaec-fluorescence")),
     ):
         pass
 
 
-def test_column_major_tcga_file_is_a_clear_error() -> None:
+def test_column_major_tcga_file_is_a_clear_error(wsi_dir: Path) -> None:
     with (
         pytest.raises(PipelineError, match=r"cannot open slide with wsidicom.*column-major"),
-        open_slide(files(WSI / "pathml-tcga-prostate")),
+        open_slide(files(wsi_dir / "pathml-tcga-prostate")),
     ):
         pass
 
 
-def test_too_coarse_for_the_model() -> None:
+def test_too_coarse_for_the_model(wsi_dir: Path) -> None:
     with (
-        open_slide(files(WSI / "ezwsi-camelyon")) as slide,
+        open_slide(files(wsi_dir / "ezwsi-camelyon")) as slide,
         pytest.raises(PipelineError, match=r"too coarse.*28\.969 µm/px.*needs 2 µm/px"),
     ):
         slide.raster(2.0)
@@ -134,9 +133,9 @@ def test_jpeg_colour_space_markers() -> None:
     assert _signals_ycbcr(b"\xff\xd8" + adobe + b"\x01" + sof + b"\x01\x11\x00\x02\x11\x00\x03\x11\x00")
 
 
-def test_tissue_of_the_two_cmu_conversions_agrees() -> None:
+def test_tissue_of_the_two_cmu_conversions_agrees(wsi_dir: Path) -> None:
     areas = []
-    for path in (DICOMIZER, WSI2DCM):
+    for path in (wsi_dir / DICOMIZER, wsi_dir / WSI2DCM):
         with open_slide(files(path)) as slide:
             raster = slide.raster(8.0)
             areas.append(detect_tissue(slide.read_raster(raster), raster.mpp).area_mm2)
@@ -163,11 +162,11 @@ def test_fill_holes_matches_scipy() -> None:
     assert fill_holes(ring)[2, 2] and not fill_holes(ring)[0, 0]
 
 
-def test_corrupt_frame_is_a_pipeline_error(tmp_path: Path) -> None:
+def test_corrupt_frame_is_a_pipeline_error(wsi_dir: Path, tmp_path: Path) -> None:
     import pydicom
     from pydicom.encaps import encapsulate, generate_frames
 
-    ds = pydicom.dcmread(MARROW / "jpeg.dicom")
+    ds = pydicom.dcmread(wsi_dir / MARROW / "jpeg.dicom")
     frames = list(generate_frames(ds.PixelData, number_of_frames=int(ds.NumberOfFrames)))
     frames[5] = frames[5][:40]  # truncated JPEG
     ds.PixelData = encapsulate(frames)
@@ -178,10 +177,10 @@ def test_corrupt_frame_is_a_pipeline_error(tmp_path: Path) -> None:
             slide.read_raster(raster)
 
 
-def test_tissue_on_the_camelyon_lymph_node_sections() -> None:
+def test_tissue_on_the_camelyon_lymph_node_sections(wsi_dir: Path) -> None:
     from scipy import ndimage
 
-    with open_slide(files(WSI / "ezwsi-camelyon")) as slide:
+    with open_slide(files(wsi_dir / "ezwsi-camelyon")) as slide:
         raster = slide.raster(8.0, max_upsample=float("inf"))  # the slide is 29 µm/px
         tissue = detect_tissue(slide.read_raster(raster), raster.mpp)
     labels, count = ndimage.label(tissue.mask)
