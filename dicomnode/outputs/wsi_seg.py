@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import highdicom as hd
@@ -207,7 +206,6 @@ def build_wsi_seg(
     uid: Callable[[str], str],
     *,
     band_limits: Sequence[float],
-    workers: int = 0,
 ) -> hd.seg.Segmentation:
     """Build the tiled BINARY SEG.
 
@@ -225,10 +223,18 @@ def build_wsi_seg(
         ``uid(kind)`` → deterministic UID (``PipelineContext.uid`` bound to the bundle).
     band_limits
         ``[lo, mid, hi]`` heatmap limits (for the segment labels).
-    workers
-        Threads for JPEG 2000 compression (0 = in this thread). Threads, not highdicom's
-        default process pool: the encoder releases the GIL, and forking the warm worker
-        process (ONNX sessions loaded) for a few dozen frames costs more than it saves.
+
+    Notes
+    -----
+    The JPEG 2000 frames are encoded in this thread, one after another, and must stay so:
+    pylibjpeg-openjpeg's encoder (what highdicom uses for single-bit frames) is not safe
+    to call from two threads at once. It holds the GIL, so threads gain nothing, except
+    that its bridge to Python logging (``py_log``) keeps the message objects in C statics
+    shared by every thread and calls into ``logging``, where the interpreter may switch
+    threads; two encoders then release the same object and the process segfaults
+    (issue 8; ``bench/encode_stress.py`` reproduces it in a fraction of a second). A
+    process pool would be safe but forks the warm worker (ONNX sessions loaded) for a
+    few dozen frames.
 
     Raises
     ------
@@ -239,11 +245,7 @@ def build_wsi_seg(
         raise OutputError(f"heatmap bands {bands.shape} do not match mask {tumour.shape}")
     ref = slide_reference(geometry.base, uid("specimen"))
     stacked = np.concatenate([tumour[None], bands], axis=0).transpose(1, 2, 0)[None].astype(np.uint8)
-    if workers > 0:
-        with ThreadPoolExecutor(workers, thread_name_prefix="wsi-seg-j2k") as pool:
-            seg = _segmentation(geometry, ref, stacked, bundle, uid, band_limits, pool)
-    else:
-        seg = _segmentation(geometry, ref, stacked, bundle, uid, band_limits, 0)
+    seg = _segmentation(geometry, ref, stacked, bundle, uid, band_limits)
     seg.PatientOrientation = ""  # Type 2C; empty is valid and keeps dciodvfy quiet (§3.1)
     logger.info(
         "SEG: %d frames, %dx%d at %.3f µm/px",
@@ -262,7 +264,6 @@ def _segmentation(
     bundle: ModelBundle,
     uid: Callable[[str], str],
     band_limits: Sequence[float],
-    workers: int | ThreadPoolExecutor,
 ) -> hd.seg.Segmentation:
     """The highdicom constructor call of :func:`build_wsi_seg`."""
     spacing = geometry.mpp / 1000.0
@@ -289,7 +290,7 @@ def _segmentation(
             series_description=series_description(bundle, "WSI metastasis SEG"),
             content_label="METASTASIS",
             content_description="tumour mask + heatmap bands",
-            workers=workers,
+            workers=0,  # serial: see build_wsi_seg
         )
     except (ValueError, TypeError, AttributeError) as exc:
         raise OutputError(f"cannot build WSI SEG: {exc}") from exc

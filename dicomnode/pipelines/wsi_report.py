@@ -168,7 +168,8 @@ def build_result(
 
     The preview (mostly PNG compression, which releases the GIL) is rendered in a thread:
     its heatmap part while the deposits are found, the rest while the SEG and SR are built
-    and checked in this thread.
+    and checked in this thread. Pillow's PNG encoder is safe beside the SEG's JPEG 2000
+    encoder; two JPEG 2000 encoders at once are not (see :func:`build_wsi_seg`).
     """
     seg_r, cls = a.segmenter, a.classifier
     cell_bands = band_masks(cls.prob, cls.classified, t.heatmap_bands)
@@ -190,7 +191,6 @@ def build_result(
             bundle,
             uid,
             band_limits=t.heatmap_bands,
-            workers=settings.read_workers,
         )
         ref = slide_reference(a.base, uid("specimen"))
         sr = build_wsi_sr(ref, seg, _slide_report(a, found, t), bundle, uid, max_deposits=settings.max_sr_deposits)
