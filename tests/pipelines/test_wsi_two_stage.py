@@ -15,7 +15,7 @@ from test_wsi_support import FlatSlide, blueness, export_models, write_flat_slid
 
 from dicomnode.errors import ConfigError
 from dicomnode.inference.manifest import ModelBundle, load_bundle
-from dicomnode.outputs.validate import dciodvfy_available, dciodvfy_errors
+from dicomnode.outputs.validate import dciodvfy_errors
 from dicomnode.pipelines import create_pipeline
 from dicomnode.pipelines.base import PipelineContext, PipelineResult
 from dicomnode.pipelines.wsi_slide import open_slide
@@ -93,9 +93,8 @@ def test_outputs_are_valid_and_match_findings(positive_result: PipelineResult, t
     assert set(positive_result.encoded) == {seg.SOPInstanceUID, sr.SOPInstanceUID}
     write_result(positive_result, tmp_path)
     seg_path, sr_path = tmp_path / f"SEG-{seg.SOPInstanceUID}.dcm", tmp_path / f"SR-{sr.SOPInstanceUID}.dcm"
-    if dciodvfy_available():
-        assert dciodvfy_errors(seg_path) == []
-        assert dciodvfy_errors(sr_path) == []
+    assert dciodvfy_errors(seg_path) == []
+    assert dciodvfy_errors(sr_path) == []
     back = hd.seg.segread(seg_path)
     tumour = back.get_total_pixel_matrix(segment_numbers=[1])[..., 0] > 0
     assert ndimage.label(tumour, np.ones((3, 3)))[1] == 2
@@ -153,9 +152,8 @@ def test_negative_slide(pipeline: WsiTwoStagePipeline, tmp_path: Path) -> None:
     seg, sr = result.datasets
     seg.save_as(tmp_path / "seg.dcm")
     sr.save_as(tmp_path / "sr.dcm")
-    if dciodvfy_available():
-        assert dciodvfy_errors(tmp_path / "seg.dcm") == []
-        assert dciodvfy_errors(tmp_path / "sr.dcm") == []
+    assert dciodvfy_errors(tmp_path / "seg.dcm") == []
+    assert dciodvfy_errors(tmp_path / "sr.dcm") == []
     assert "Absent" in str(hd.sr.srread(tmp_path / "sr.dcm"))
 
 
