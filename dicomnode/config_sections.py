@@ -202,6 +202,7 @@ class WorkerConfig:
     job_timeout_s: float
     device: str
     onnx_providers: tuple[str, ...]
+    max_crashes: int = 3
 
     @classmethod
     def parse(cls, sec: Section) -> WorkerConfig:
@@ -210,7 +211,8 @@ class WorkerConfig:
             raise ConfigError(f"{sec.path}.device", device, "use auto, cpu, cuda or cuda:N")
         worker = cls(concurrency=_positive(sec, "concurrency", int, 1),
                      job_timeout_s=_positive(sec, "job_timeout_s", float, 1800.0), device=device,
-                     onnx_providers=tuple(str(p) for p in sec.get("onnx_providers", list, ["CPUExecutionProvider"])))
+                     onnx_providers=tuple(str(p) for p in sec.get("onnx_providers", list, ["CPUExecutionProvider"])),
+                     max_crashes=_positive(sec, "max_crashes", int, 3))
         sec.finish()
         return worker
 

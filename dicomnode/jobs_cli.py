@@ -48,7 +48,7 @@ def jobs_command(config: Config, args: argparse.Namespace) -> int:
     with spool.job_lock(args.job_id):
         record = spool.read_job(args.job_id)
         if record.get("state") == "failed":
-            record.update(state="queued", error="")
+            record.update(state="queued", error="", crashes=0)
             armed = True
         else:
             armed = rearm(record)

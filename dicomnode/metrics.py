@@ -18,6 +18,7 @@ _HELP = {
     "dicomnode_series_unmatched_total": ("counter", "Completed series no route matched"),
     "dicomnode_jobs": ("gauge", "Jobs by state"),
     "dicomnode_pipeline_seconds": ("summary", "Pipeline run time per job"),
+    "dicomnode_worker_crashes_total": ("counter", "Worker processes that died while running a job"),
     "dicomnode_send_attempts_total": ("counter", "Output send attempts by destination"),
     "dicomnode_send_failures_total": ("counter", "Failed output send attempts by destination"),
 }

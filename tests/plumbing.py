@@ -3,12 +3,17 @@
 It does real work on the real instances — reads every spooled file, computes the series'
 mean pixel value — and returns a real TID 1500 SR built with highdicom, so dispatch has a
 genuine DICOM object to deliver. Bundle ``extra`` keys steer it for fault tests:
-``sleep_s`` (a long job) and ``fail`` (raise a PipelineError with that text).
+``sleep_s`` (a long job), ``fail`` (raise a PipelineError with that text), ``crash_on`` (a
+SeriesDescription whose series makes the worker process segfault, for real, every time:
+a poison input) and ``hold_file`` (write the worker's PID to ``<workdir>/worker.pid``, then
+wait until that file exists: a job the test can kill mid-run).
 It is never a default: only test configs name it.
 """
 
 from __future__ import annotations
 
+import ctypes
+import os
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -31,6 +36,10 @@ class PlumbingPipeline:
         self.bundle = bundle
 
     def run(self, files: Sequence[Path], ctx: PipelineContext) -> PipelineResult:
+        self._hold(ctx)
+        description = pydicom.dcmread(files[0], stop_before_pixels=True).get("SeriesDescription", "")
+        if self.bundle.extra.get("crash_on") and description == self.bundle.extra["crash_on"]:
+            ctypes.string_at(0)  # a real SIGSEGV in native code, as a buggy codec would give
         sleep_s = float(self.bundle.extra.get("sleep_s", 0))
         if sleep_s:
             time.sleep(sleep_s)
@@ -41,6 +50,18 @@ class PlumbingPipeline:
         sr = _report(datasets, mean, self.bundle, ctx)
         return PipelineResult(datasets=[sr], findings={"instances": len(datasets), "mean": round(mean, 3),
                                                        "summary": f"{len(datasets)} instances, mean {mean:.1f}"})
+
+
+    def _hold(self, ctx: PipelineContext) -> None:
+        hold = self.bundle.extra.get("hold_file")
+        if not hold:
+            return
+        (ctx.workdir / "worker.pid").write_text(str(os.getpid()))
+        deadline = time.monotonic() + 120
+        while not Path(hold).exists():
+            if time.monotonic() > deadline:
+                raise PipelineError(f"test hold file {hold} never appeared", series_uid=ctx.series_uid)
+            time.sleep(0.05)
 
 
 def _report(datasets: list[pydicom.Dataset], mean: float, bundle: ModelBundle, ctx: PipelineContext) -> Any:
