@@ -56,7 +56,7 @@ def test_child_killed_mid_job_runs_again_on_a_fresh_child(tmp_path, plumbing_bun
         first = _worker_pid(node)
         os.kill(first, signal.SIGKILL)
         # the retry writes its own worker.pid: a new process, not the killed one
-        second = wait_for(lambda: _worker_pid(node) if _worker_pid(node) != first else None, timeout=60)
+        wait_for(lambda: _worker_pid(node) != first, timeout=60)
         release.touch()
         [record] = wait_for(lambda: _terminal(node, 1), timeout=60)
     assert record["state"] == "done", record
