@@ -1,14 +1,16 @@
-"""``dicomnode replay``: mixed folders, exact presentation contexts, statuses, exit codes, results."""
+"""``dicomnode replay``: mixed folders, exact presentation contexts (recorded by a real SCP),
+statuses, exit codes, results."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 import threading
-import time
 
 import pydicom
 from conftest import REPO, mr_series, node_config, running_node
+from netutil import free_port
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, StoragePresentationContexts, evt
 
 from dicomnode.replay import scan
 
@@ -42,11 +44,51 @@ def test_replay_exit_code_when_refused(tmp_path, plumbing_bundle, testdata):
     assert "0x0122 Refused: SOP Class not supported" in out.stdout
 
 
-def test_scan_proposes_exact_contexts_incl_seg(testdata):
+def _own_context(path):
+    """(SOP Instance UID, SOP Class UID, Transfer Syntax UID) as the file itself says."""
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    return str(ds.SOPInstanceUID), str(ds.file_meta.MediaStorageSOPClassUID), str(ds.file_meta.TransferSyntaxUID)
+
+
+def test_scan_reads_each_files_sop_class_and_syntax(testdata):
     files, skipped = scan([testdata / "seg-sr"])
-    classes = {f.sop_class for f in files}
-    assert "1.2.840.10008.5.1.4.1.1.66.4" in classes  # Segmentation Storage
-    assert all(f.syntax for f in files)
+    dicom = sorted((testdata / "seg-sr").rglob("*.dcm"))
+    assert [f.path for f in files] == dicom
+    assert [(f.sop_class, f.syntax) for f in files] == [_own_context(p)[1:] for p in dicom]
+    assert skipped == [str(testdata / "seg-sr" / "siemens-syngo-via" / "ORIGINAL_README.txt")]
+
+
+def test_replay_proposes_and_uses_exactly_each_files_context(tmp_path, testdata):
+    """One association proposing one context per (SOP class, transfer syntax) present, each
+    with only the file's own syntax (SEG, label-map SEG, SRs, JPEG-LS included); every
+    instance is stored in its own context, never converted."""
+    dicom = sorted((testdata / "seg-sr").rglob("*.dcm"))
+    truth = [_own_context(p) for p in dicom]
+    proposed, stored = [], []
+
+    def requested(event):
+        proposed.append(sorted((cx.abstract_syntax, tuple(cx.transfer_syntax))
+                               for cx in event.assoc.requestor.requested_contexts))
+
+    def store(event):
+        stored.append((str(event.request.AffectedSOPInstanceUID), event.context.abstract_syntax,
+                       event.context.transfer_syntax))
+        return 0x0000
+
+    ae = AE(ae_title="RECORDER")
+    for sop_class in sorted({t[1] for t in truth}):
+        ae.add_supported_context(sop_class, ALL_TRANSFER_SYNTAXES)
+    port = free_port()
+    server = ae.start_server(("127.0.0.1", port), block=False,
+                             evt_handlers=[(evt.EVT_REQUESTED, requested), (evt.EVT_C_STORE, store)])
+    try:
+        out = _replay(str(testdata / "seg-sr"), "--to", f"127.0.0.1:{port}", "--called-aet", "RECORDER", "--quiet")
+    finally:
+        server.shutdown()
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"{len(dicom)}  0x0000 Success" in out.stdout
+    assert proposed == [sorted({(sop, (syntax,)) for _, sop, syntax in truth})]
+    assert sorted(stored) == sorted(truth)
 
 
 def test_serve_exits_when_its_http_port_is_taken(tmp_path, plumbing_bundle):
@@ -68,9 +110,6 @@ def test_serve_exits_when_its_http_port_is_taken(tmp_path, plumbing_bundle):
 def test_replay_associates_again_when_the_peer_drops_the_association(tmp_path):
     """A peer that aborts mid-series: replay re-associates, re-sends the unanswered
     instance and ends with every instance stored (exit 0)."""
-    from netutil import free_port
-    from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, StoragePresentationContexts, evt
-
     files = mr_series(tmp_path / "in", 6, seed="drop")
     stored: list[str] = []
     calls = {"n": 0}
@@ -78,8 +117,14 @@ def test_replay_associates_again_when_the_peer_drops_the_association(tmp_path):
     def handle(event):
         calls["n"] += 1
         if calls["n"] == 3:  # the third C-STORE: drop the association without answering
-            threading.Thread(target=event.assoc.abort).start()
-            time.sleep(1.0)
+            aborted = threading.Event()
+
+            def abort():  # blocking abort (A-ABORT sent, socket closed) off the reactor thread
+                event.assoc.abort()
+                aborted.set()
+
+            threading.Thread(target=abort).start()
+            assert aborted.wait(30), "A-ABORT not done in 30 s"  # the answer below goes nowhere
             return 0x0000
         stored.append(str(event.request.AffectedSOPInstanceUID))
         return 0x0000
