@@ -16,6 +16,7 @@ from dicomnode.inference.manifest import load_bundle
 from dicomnode.outputs.validate import dciodvfy_errors
 from dicomnode.pipelines import create_pipeline
 from dicomnode.pipelines.base import PipelineContext
+from dicomnode.pipelines.lln_findings import LabelScheme, compute_findings
 from dicomnode.pipelines.mri_lln import build_outputs, create
 from dicomnode.synth.mr import generate_case
 
@@ -59,13 +60,55 @@ def test_build_outputs_matches_phantom_truth(tmp_path: Path) -> None:
     assert sorted((n["station"], n["side"]) for n in found["nodes"]) == truth
     truth_status = any(n.positive or n.short_axis_mm >= 7.0 for n in case.nodes)
     assert found["lln_status"] == ("positive" if truth_status else "negative")
-    for node in case.nodes:  # each phantom node measured within ~one voxel of its axes
-        match = min(
-            found["nodes"],
-            key=lambda f, n=node: np.linalg.norm(np.subtract(f["centroid_lps_mm"], n.center_lps)),
-        )
-        assert match["short_axis_mm"] == pytest.approx(node.short_axis_mm, abs=1.6)
-        assert match["long_axis_mm"] == pytest.approx(node.long_axis_mm, abs=1.6)
+
+
+def _nearest(nodes, node):
+    """The finding whose centroid is nearest to the phantom node's centre."""
+    return min(nodes, key=lambda f: np.linalg.norm(np.subtract(f.centroid_lps, node.center_lps)))
+
+
+def _in_slice_scale(node, slice_z: np.ndarray) -> float:
+    """Largest cross-section of the node's ellipsoid on an axial slice, as a fraction of its
+    centre section: a slice ``dz`` from the centre cuts semi-axes scaled by sqrt(1 - (dz/c)^2)."""
+    c = node.axes_mm[2]
+    return float(np.sqrt(np.clip(1.0 - ((slice_z - node.center_lps[2]) / c) ** 2, 0.0, None)).max())
+
+
+def test_node_axes_match_the_phantom_analytic_truth() -> None:
+    """Short and long axes of the exact-ellipsoid (negative) nodes within a bound derived
+    from the voxel size, and the 7 mm rule decided by the analytic short axis.
+
+    Truth: a negative node is the ellipsoid (u/a)^2 + (v/b)^2 + (dz/c)^2 <= 1 (semi-axes
+    ``axes_mm``, axial plane rotated about z), so on the slice nearest its centre its true
+    short and long axes are 2b*s and 2a*s (``_in_slice_scale``); the findings report the
+    maximum over slices, and no other slice's true axes are larger.
+    Bound: the label map marks the pixels whose centres are inside; the 0.5 iso-contour the
+    axes are measured on joins the midpoints between inside and outside pixel centres, and the
+    true border crosses the same cell edges within half a pixel of them. So each end of a
+    measured diameter is within dx/2 of the border (plus the border's bend inside one cell,
+    dx^2/4R < 0.02 mm for R >= 2 mm), about one pixel per diameter; we allow the half cell
+    diagonal per end, sqrt(2) * dx, which also covers the measured long axis not being
+    exactly the true major axis. At dx = 0.3 mm that is 0.42 mm < 0.5 mm: a 7.5 mm node
+    cannot be measured below 7 mm, nor a 6.5 mm one at 7 (at the default phantom's 1.5 mm
+    grid the same bound would be 2.1 mm, useless for the 7 mm rule).
+    Seed 10 draws four negative nodes (positive ones have a lobulated border without
+    closed-form axes, and their size does not decide their status): 6.2, 7.4, 8.7, 8.8 mm.
+    """
+    dx = 0.3
+    case = generate_case(10, shape=(24, 400, 400), spacing_mm=(3.0, dx, dx), oblique_deg=15.0, n_nodes=4)
+    volume = load_volume(case.datasets)
+    scheme = LabelScheme.from_manifest(BUNDLE.labels, BUNDLE.thresholds)
+    findings = compute_findings(case.labels, volume, scheme)
+    slice_z = np.array([float(ds.ImagePositionPatient[2]) for ds in case.datasets])  # axial: z along the normal
+    bound = np.sqrt(2.0) * dx
+    assert not any(n.positive for n in case.nodes) and len(findings.nodes) == len(case.nodes) == 4
+    for node in case.nodes:
+        found = _nearest(findings.nodes, node)
+        short_mm, long_mm = (2.0 * ax * _in_slice_scale(node, slice_z) for ax in node.axes_mm[1::-1])
+        assert abs(found.short_axis.length_mm - short_mm) <= bound, (found.short_axis, short_mm)
+        assert abs(found.long_axis.length_mm - long_mm) <= bound, (found.long_axis, long_mm)
+        if abs(short_mm - 7.0) > bound:  # the rule is decided by the truth, not by the voxel grid
+            assert found.positive == (short_mm >= 7.0), (found.reasons, short_mm)
 
 
 def test_no_nodes_gives_sr_only(tmp_path: Path) -> None:
