@@ -39,6 +39,12 @@ test: deps venv
 bench: deps venv
 	unshare -n bash -c 'ip link set lo up && for b in ingest mri wsi; do $(PY) bench/$$b.py || exit 1; done'
 
+## mutation: each planted bug of tests/mutation/entries/*.yaml, in a temporary copy, must fail its tests (MUTATION_ARGS="--only ID --jobs 2")
+MUTATION_ARGS ?=
+.PHONY: mutation
+mutation: deps venv
+	$(PY) tests/mutation/run.py $(MUTATION_ARGS)
+
 lint: venv
 	$(VENV)/bin/ruff check dicomnode tests
 
