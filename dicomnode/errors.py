@@ -5,6 +5,7 @@
     DicomNodeError                 root: catch this to catch everything dicomnode raises
     ├── ConfigError                the YAML or an override is invalid (key, value, fix)
     ├── SpoolError                 durable state could not be written or read
+    ├── JobStateError              an illegal job transition, or a record that is not a job
     ├── IngestError                an inbound instance was refused (carries a DIMSE status)
     ├── RoutingError               a rule is malformed or a series cannot be routed
     ├── ModelError                 a model bundle is missing, malformed or fails its hashes
@@ -26,6 +27,7 @@ __all__ = [
     "DicomNodeError",
     "DispatchError",
     "IngestError",
+    "JobStateError",
     "ModelError",
     "OutputError",
     "PipelineError",
@@ -59,6 +61,14 @@ class ConfigError(DicomNodeError):
 
 class SpoolError(DicomNodeError):
     """Durable spool state could not be written or read."""
+
+
+class JobStateError(DicomNodeError):
+    """An illegal job state transition, or a record that is not a job (``job_id`` if known)."""
+
+    def __init__(self, message: str, *, job_id: str = "") -> None:
+        self.job_id = job_id
+        super().__init__(message)
 
 
 class IngestError(DicomNodeError):
