@@ -24,7 +24,8 @@ _spec.loader.exec_module(run)
 def test_catalogue_is_valid_on_this_tree() -> None:
     entries = run.load_entries()
     assert entries, f"no entries in {run.ENTRIES}"
-    assert run.validate(entries) == []
+    problems = run.validate(entries)
+    assert not problems, "\n".join(problems)
 
 
 def _tree(root: Path) -> None:
