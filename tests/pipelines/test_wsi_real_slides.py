@@ -15,7 +15,7 @@ import numpy as np
 import pydicom
 import pytest
 from scipy import ndimage
-from test_wsi_support import CLS_SPEC, SEG_SPEC, THRESHOLDS, blueness, export_models
+from test_wsi_support import SEG_SPEC, THRESHOLDS, blueness, export_models, patch_blueness
 
 from dicomnode.errors import PipelineError
 from dicomnode.inference.manifest import ModelBundle, load_bundle
@@ -120,21 +120,13 @@ def test_column_major_tcga_is_a_clear_error(pipeline: WsiTwoStagePipeline, wsi_d
 
 
 def blueness_twin(path: Path) -> tuple[float, float]:
-    """The analytic bundle's two graphs in numpy on the whole slide.
-
-    Returns the highest classifier output over every patch of its grid (32 px at 2.5 µm/px,
-    from the origin; reads past the matrix are white, as the pipeline's) and the highest
-    segmenter output (9 × 9 zero-padded box blur of blueness at 4.0 µm/px) anywhere.
-    """
-    patch = int(CLS_SPEC["patch_size"])
+    """The analytic bundle's two graphs in numpy on the whole slide: the highest classifier
+    output over every patch of its grid, and the highest segmenter output (9 × 9
+    zero-padded box blur of blueness at 4.0 µm/px) anywhere."""
     with open_slide(files(path)) as slide:
-        raster = slide.raster(float(CLS_SPEC["mpp"]))
-        rows, cols = -(-raster.height // patch), -(-raster.width // patch)
-        patches = blueness(slide.read(raster, 0, 0, cols * patch, rows * patch))
         seg_raster = slide.raster(float(SEG_SPEC["mpp"]))
         seg = ndimage.uniform_filter(blueness(slide.read_raster(seg_raster)).astype(np.float64), 9, mode="constant")
-    cls_max = float(patches.reshape(rows, patch, cols, patch).mean(axis=(1, 3)).max())
-    return cls_max, float(seg.max())
+    return float(patch_blueness(files(path)).max()), float(seg.max())
 
 
 @pytest.fixture(scope="module")

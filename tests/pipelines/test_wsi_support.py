@@ -158,6 +158,23 @@ def blueness(rgb: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-K * (x[..., 2] - x[..., 0] - 0.2)))
 
 
+def patch_blueness(files: list[Path]) -> np.ndarray:
+    """numpy twin of the classifier graph on its whole patch grid of a slide.
+
+    Patches of ``CLS_SPEC["patch_size"]`` px at ``CLS_SPEC["mpp"]`` from the origin, as the
+    pipeline cuts them; reads past the total pixel matrix are white, as the pipeline's.
+    Returns the ``(rows, cols)`` patch means of blueness.
+    """
+    from dicomnode.pipelines.wsi_slide import open_slide
+
+    patch = int(CLS_SPEC["patch_size"])
+    with open_slide(files) as slide:
+        raster = slide.raster(float(CLS_SPEC["mpp"]))
+        rows, cols = -(-raster.height // patch), -(-raster.width // patch)
+        b = blueness(slide.read(raster, 0, 0, cols * patch, rows * patch))
+    return np.asarray(b.reshape(rows, patch, cols, patch).mean(axis=(1, 3)))
+
+
 def test_flat_slide_opens_with_known_levels(tmp_path: Path) -> None:
     from dicomnode.pipelines.wsi_slide import open_slide
 
