@@ -1,9 +1,10 @@
 """Delivers a job's outputs to every destination of its route, with retries.
 
 Per destination the job record keeps ``state`` (pending / sent / dead), ``attempts``,
-``last_error`` and ``next_at``. A failed send waits ``backoff_s * 2**(attempts-1)``
-(capped by ``backoff_max_s``); after ``max_attempts`` the destination is dead-lettered
-and the job shows ``dead`` in ``dicomnode jobs`` until ``dicomnode jobs retry`` re-arms it.
+``last_error``, ``next_at`` and ``history`` (the last attempts: start time, error, the
+wait before the next one). A failed send waits ``backoff_s * 2**(attempts-1)`` (capped by
+``backoff_max_s``); after ``max_attempts`` the destination is dead-lettered and the job
+shows ``dead`` in ``dicomnode jobs`` until ``dicomnode jobs retry`` re-arms it.
 Deterministic output UIDs make a re-send harmless: the PACS keeps one copy.
 """
 
@@ -29,6 +30,9 @@ from dicomnode.spool import Spool, atomic_write
 __all__ = ["Dispatcher", "folder_target", "rearm"]
 
 log = logging.getLogger(__name__)
+
+#: Attempts kept per destination in ``history`` (re-armed jobs append to it).
+HISTORY_LENGTH = 20
 
 
 def folder_target(dest: Destination, record: dict[str, Any]) -> Path:
@@ -151,6 +155,7 @@ class Dispatcher:
         outputs = self.spool.job_dir(job_id) / "outputs"
         with bound(job_id=job_id, study_uid=record["study_uid"], series_uid=record["series_uid"]):
             self.metrics.inc("dicomnode_send_attempts_total", destination=name)
+            started = time.time()
             try:
                 if dest is None:
                     raise DispatchError(f"destination '{name}' no longer in the config", destination=name)
@@ -161,7 +166,7 @@ class Dispatcher:
                 self.metrics.inc("dicomnode_send_failures_total", destination=name)
                 outcome = {"last_error": str(exc)}
                 log.warning("send to %s failed: %s", name, exc)
-            self._update(job_id, name, outcome)
+            self._update(job_id, name, outcome, started)
 
     def _deliver(self, dest: Destination, record: dict[str, Any], outputs: Path) -> int:
         if dest.type == "folder":
@@ -171,13 +176,15 @@ class Dispatcher:
             return 0
         return send_files(dest, files) if dest.type == "dimse" else stow_files(dest, files)
 
-    def _update(self, job_id: str, name: str, outcome: dict[str, Any]) -> None:
+    def _update(self, job_id: str, name: str, outcome: dict[str, Any], started: float) -> None:
         limits = self.config.dispatch
         with self.spool.job_lock(job_id):
             record = self.spool.read_job(job_id)
             state = record["destinations"][name]
             state["attempts"] += 1
             state.update(outcome)
+            attempt: dict[str, Any] = {"at": started, "error": state["last_error"], "retry_in": None}
+            state["history"] = [*state.get("history", []), attempt][-HISTORY_LENGTH:]
             if state["state"] != "sent":
                 if state["attempts"] >= limits.max_attempts:
                     state["state"] = "dead"
@@ -187,6 +194,7 @@ class Dispatcher:
                 else:
                     delay = min(limits.backoff_max_s, limits.backoff_s * 2 ** (state["attempts"] - 1))
                     state["next_at"] = time.time() + delay
+                    attempt["retry_in"] = delay
             self.spool.write_job(job_id, record)
 
     def _settle(self, job_id: str) -> None:

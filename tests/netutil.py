@@ -1,8 +1,11 @@
-"""Test helpers for real DICOM associations on 127.0.0.1."""
+"""Test helpers: real DICOM peers (Storage SCP, STOW-RS endpoint) and associations on 127.0.0.1."""
 
 from __future__ import annotations
 
+import email.parser
+import http.server
 import io
+import json
 import socket
 import threading
 import time
@@ -55,25 +58,57 @@ def send_raw(assoc: Any, sop_class: str, sop_instance: str, raw: bytes) -> int:
 class PacsSCP:
     """A real pynetdicom Storage SCP on 127.0.0.1 that keeps what it receives.
 
-    ``delay_s`` makes every C-STORE answer late (to kill a sender mid-send);
-    ``stored`` maps SOP Instance UID → number of times received.
+    Parameters
+    ----------
+    status
+        The DIMSE status every C-STORE is answered with (``0`` stores the instance; a
+        failure status such as ``0xA700`` keeps nothing). Change it at any time.
+    refuse
+        Reject every association (A-ASSOCIATE-RJ, calling AE title not recognised).
+        Change it at any time.
+    hold
+        When given, every C-STORE waits for this event before it is answered (the test
+        kills a sender while its C-STORE is in flight, then sets it); ``entered`` is set
+        when the first such C-STORE arrives.
+
+    Attributes
+    ----------
+    stored
+        SOP Instance UID → number of times stored.
+    associations
+        ``time.time()`` of every association request (refused or not), in order.
     """
 
-    def __init__(self, port: int | None = None, ae_title: str = "PACS", delay_s: float = 0.0,
+    def __init__(self, port: int | None = None, ae_title: str = "PACS", *, status: int = 0,
+                 refuse: bool = False, hold: threading.Event | None = None,
                  folder: Path | None = None, ssl_context: Any = None) -> None:
         self.ssl_context = ssl_context
         self.port = port or free_port()
-        self.ae_title, self.delay_s, self.folder = ae_title, delay_s, folder
+        self.ae_title, self.folder = ae_title, folder
+        self.status, self.refuse, self.hold = status, refuse, hold
+        self.entered = threading.Event()
         self.stored: dict[str, int] = {}
         self.requests = 0
+        self.associations: list[float] = []
         self.datasets: dict[str, Dataset] = {}
         self.lock = threading.Lock()
         self.server: Any = None
 
+    def _requested(self, event: Any) -> None:
+        self.associations.append(time.time())
+        if self.refuse:
+            # result 0x01 rejected-permanent, source 0x01 service user, reason 0x03 calling AE not recognised
+            event.assoc.acse.send_reject(0x01, 0x01, 0x03)
+            event.assoc.kill()
+
     def _handle(self, event: Any) -> int:
         self.requests += 1
-        if self.delay_s:
-            time.sleep(self.delay_s)
+        if self.hold is not None:
+            self.entered.set()
+            self.hold.wait(60)
+        status = self.status
+        if status != 0:
+            return status
         ds = event.dataset
         ds.file_meta = event.file_meta
         with self.lock:
@@ -88,8 +123,8 @@ class PacsSCP:
         ae = AE(ae_title=self.ae_title)
         for context in StoragePresentationContexts:
             ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
-        self.server = ae.start_server(("127.0.0.1", self.port), block=False,
-                                      evt_handlers=[(evt.EVT_C_STORE, self._handle)],
+        handlers = [(evt.EVT_C_STORE, self._handle), (evt.EVT_REQUESTED, self._requested)]
+        self.server = ae.start_server(("127.0.0.1", self.port), block=False, evt_handlers=handlers,
                                       ssl_context=self.ssl_context)
         return self
 
@@ -121,3 +156,78 @@ def encoded(ds: Dataset) -> bytes:
     buf = io.BytesIO()
     pydicom.filewriter.write_dataset(buf, ds)  # type: ignore[attr-defined]
     return buf.getvalue()
+
+
+class StowServer:
+    """A real STOW-RS endpoint (stdlib ``http.server`` in a thread) on 127.0.0.1.
+
+    Parameters
+    ----------
+    status
+        The HTTP status every POST gets. ``200`` stores every instance of the
+        multipart/related body; ``202`` stores none and lists each one in the response's
+        Failed SOP Sequence (0008,1198) with reason 0xA700; any other status stores
+        nothing and sends no body. Change it at any time.
+
+    Attributes
+    ----------
+    url
+        The studies endpoint (``http://127.0.0.1:PORT/dicom-web/studies``).
+    requests
+        ``time.time()`` of every POST, in order.
+    stored
+        SOP Instance UID → number of times stored.
+    """
+
+    def __init__(self, status: int = 200) -> None:
+        self.status = status
+        self.requests: list[float] = []
+        self.stored: dict[str, int] = {}
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                code, answer = owner.answer(self.headers["Content-Type"], body)
+                self.send_response(code)
+                self.send_header("Content-Type", "application/dicom+json")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+                pass  # keep the test output clean
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/dicom-web/studies"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def answer(self, content_type: str, body: bytes) -> tuple[int, bytes]:
+        """Status and JSON body for one STOW-RS request."""
+        self.requests.append(time.time())
+        status = self.status
+        uids = [str(pydicom.dcmread(io.BytesIO(part)).SOPInstanceUID) for part in multipart_parts(content_type, body)]
+        if status == 200:
+            for uid in uids:
+                self.stored[uid] = self.stored.get(uid, 0) + 1
+            return 200, json.dumps({"00081199": {"vr": "SQ", "Value": [
+                {"00081155": {"vr": "UI", "Value": [uid]}} for uid in uids]}}).encode()
+        if status == 202:
+            return 202, json.dumps({"00081198": {"vr": "SQ", "Value": [
+                {"00081155": {"vr": "UI", "Value": [uid]}, "00081197": {"vr": "US", "Value": [0xA700]}}
+                for uid in uids]}}).encode()
+        return status, b""
+
+    def __enter__(self) -> StowServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def multipart_parts(content_type: str, body: bytes) -> list[bytes]:
+    """The payloads of a multipart/related body (parsed with the stdlib email parser)."""
+    message = email.parser.BytesParser().parsebytes(f"Content-Type: {content_type}\r\n\r\n".encode() + body)
+    return [bytes(part.get_payload(decode=True)) for part in message.get_payload()]

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pydicom
-from pynetdicom import AE
+from pynetdicom import AE, evt
 from pynetdicom.sop_class import Verification
 
 from dicomnode.config import Destination, TlsConfig
@@ -21,12 +21,51 @@ __all__ = ["client_ssl_context", "echo", "send_files"]
 log = logging.getLogger(__name__)
 
 
+class _TracedSocket(ssl.SSLSocket):
+    """An SSL socket that keeps its first connect error or TLS alert on its context.
+
+    pynetdicom only logs why a TLS connection failed; the error kept here lets
+    :class:`~dicomnode.errors.DispatchError` say it (unknown CA, certificate required ...).
+    """
+
+    def connect(self, address: Any) -> None:
+        try:
+            super().connect(address)
+        except OSError as exc:
+            _keep_failure(self.context, exc)
+            raise
+
+    def recv(self, buflen: int = 1024, flags: int = 0) -> bytes:
+        try:
+            return super().recv(buflen, flags)
+        except ssl.SSLError as exc:  # an alert from the peer (TLS 1.3 checks our cert after the handshake)
+            _keep_failure(self.context, exc)
+            raise
+
+
+class _TracedContext(ssl.SSLContext):
+    """Client context whose sockets record the first TLS or socket error in ``failure``."""
+
+    sslsocket_class = _TracedSocket
+    failure: OSError | None = None
+
+
+def _keep_failure(ctx: ssl.SSLContext, exc: OSError) -> None:
+    if isinstance(ctx, _TracedContext) and ctx.failure is None:
+        ctx.failure = exc
+
+
 def client_ssl_context(tls: TlsConfig) -> ssl.SSLContext | None:
     """TLS context for a client: verify the peer against ``tls.ca``, present our cert."""
     if not tls.enabled:
         return None
-    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(tls.ca) if tls.ca else None)
+    ctx = _TracedContext(ssl.PROTOCOL_TLS_CLIENT)
+    if tls.ca:
+        ctx.load_verify_locations(cafile=str(tls.ca))
+    else:
+        ctx.load_default_certs(ssl.Purpose.SERVER_AUTH)
     ctx.check_hostname = False  # DICOM peers are addressed by IP; the CA pins trust
+    ctx.verify_mode = ssl.CERT_REQUIRED
     if tls.cert and tls.key:
         ctx.load_cert_chain(str(tls.cert), str(tls.key))
     return ctx
@@ -39,15 +78,47 @@ def _contexts(datasets: Iterable[Any]) -> list[tuple[str, str]]:
     return sorted(pairs)
 
 
+def _why_not_established(assoc: Any, transitions: list[tuple[str, str]], tls: ssl.SSLContext | None,
+                         timeout_s: float) -> str:
+    """Why an association attempt failed, in words (the reject reason, the TLS error ...)."""
+    if assoc.is_rejected:
+        answer = assoc.acceptor.primitive
+        return (f"rejected: {answer.reason_str} (result {answer.result_str}, source {answer.source_str}, "
+                f"reason 0x{answer.diagnostic:02X})")
+    failure = tls.failure if isinstance(tls, _TracedContext) else None
+    if failure is not None:
+        return f"TLS connection failed: {failure}"
+    if ("Sta4", "Evt17") in transitions:
+        return "could not connect: nothing listening or connection refused"
+    if ("Sta5", "Evt17") in transitions:
+        return "the peer closed the connection without answering the association request"
+    if any(event == "Evt15" for _, event in transitions):
+        return f"no answer within {timeout_s:g} s"
+    return "aborted"
+
+
 def _associate(ae: AE, dest: Destination) -> Any:
     tls = client_ssl_context(dest.tls)
     tls_args = (tls, None) if tls is not None else None
-    assoc = ae.associate(dest.host, dest.port, ae_title=dest.ae_title, tls_args=tls_args)
+    transitions: list[tuple[str, str]] = []
+    handlers: list[Any] = [(evt.EVT_FSM_TRANSITION, lambda e: transitions.append((e.current_state, e.fsm_event)))]
+    assoc = ae.associate(dest.host, dest.port, ae_title=dest.ae_title, tls_args=tls_args, evt_handlers=handlers)
     if not assoc.is_established:
-        why = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "no answer"
-        raise DispatchError(f"association to {dest.ae_title}@{dest.host}:{dest.port} failed ({why})",
-                            destination=dest.name)
+        assoc.dul.join(dest.timeout_s)  # its last state transitions are recorded when it ends
+        why = _why_not_established(assoc, transitions, tls, dest.timeout_s)
+        raise DispatchError(f"association to {_peer(dest)} failed ({why})", destination=dest.name)
     return assoc
+
+
+def _peer(dest: Destination) -> str:
+    return f"{dest.ae_title}@{dest.host}:{dest.port}"
+
+
+def _new_ae(dest: Destination) -> AE:
+    ae = AE(ae_title=dest.calling_ae_title)
+    # connection_timeout bounds the TCP connect and the TLS handshake (pynetdicom: no limit)
+    ae.connection_timeout = ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = dest.timeout_s
+    return ae
 
 
 def send_files(dest: Destination, files: Sequence[Path]) -> int:
@@ -59,8 +130,7 @@ def send_files(dest: Destination, files: Sequence[Path]) -> int:
         The association failed, or any instance got a non-success status.
     """
     datasets = [pydicom.dcmread(f) for f in files]
-    ae = AE(ae_title=dest.calling_ae_title)
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = dest.timeout_s
+    ae = _new_ae(dest)
     for sop_class, syntax in _contexts(datasets):
         ae.add_requested_context(sop_class, syntax)
     assoc = _associate(ae, dest)
@@ -69,9 +139,10 @@ def send_files(dest: Destination, files: Sequence[Path]) -> int:
             answer = assoc.send_c_store(ds)
             code = int(answer.Status) if "Status" in answer else None
             if code is None:
-                raise DispatchError(f"no C-STORE response for {ds.SOPInstanceUID}", destination=dest.name)
+                raise DispatchError(f"no C-STORE response from {_peer(dest)} for {ds.SOPInstanceUID}",
+                                    destination=dest.name)
             if code != st.SUCCESS and (code >> 12) != 0xB:
-                raise DispatchError(f"{dest.ae_title} answered {st.describe(code)} for {ds.SOPInstanceUID}",
+                raise DispatchError(f"{_peer(dest)} answered {st.describe(code)} for {ds.SOPInstanceUID}",
                                     destination=dest.name, status=code)
     finally:
         assoc.release()
@@ -81,11 +152,10 @@ def send_files(dest: Destination, files: Sequence[Path]) -> int:
 def echo(host: str, port: int, *, called: str = "DICOMNODE", calling: str = "DICOMNODE",
          tls: TlsConfig | None = None, timeout_s: float = 10.0) -> int:
     """C-ECHO a peer; returns the DIMSE status (raises DispatchError if no association)."""
-    ae = AE(ae_title=calling)
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout_s
-    ae.add_requested_context(Verification)
     dest = Destination(name="echo", type="dimse", ae_title=called, host=host, port=port,
-                       calling_ae_title=calling, tls=tls or TlsConfig())
+                       calling_ae_title=calling, tls=tls or TlsConfig(), timeout_s=timeout_s)
+    ae = _new_ae(dest)
+    ae.add_requested_context(Verification)
     assoc = _associate(ae, dest)
     try:
         answer = assoc.send_c_echo()

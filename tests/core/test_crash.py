@@ -42,19 +42,31 @@ def _all_instances(spool: Spool) -> set[str]:
     return {pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID for p in paths}
 
 
+def _send(port: int, files) -> None:
+    assoc = store_association(port, [(MR_SOP, ExplicitVRLittleEndian)])
+    assert all(int(assoc.send_c_store(f).Status) == 0 for f in files)
+    assoc.release()
+
+
 def test_kill_while_receiving(tmp_path, plumbing_bundle):
+    """kill -9 on an open association after 40 of 120 acks: exactly the acked instances are
+    spooled, and the restarted node completes the series from them."""
     files = mr_series(tmp_path / "in", 120, seed="kill-recv")
     pacs_port = free_port()
     node = NodeProcess(_config(tmp_path, plumbing_bundle(), pacs_port), tmp_path / "node.log").start()
     acked: list[str] = []
+    paused, killed = threading.Event(), threading.Event()
 
     def sender() -> None:
         assoc = store_association(node.port, [(MR_SOP, ExplicitVRLittleEndian)])
-        for path in files:
+        for number, path in enumerate(files):
+            if number == 40:  # mid-series: wait until the test has killed the node
+                paused.set()
+                killed.wait(60)
             ds = pydicom.dcmread(path)
             try:
                 status = assoc.send_c_store(ds)
-            except Exception:  # noqa: BLE001 - the peer dies mid-association
+            except Exception:  # noqa: BLE001 - the peer died mid-association
                 return
             if "Status" not in status:
                 return
@@ -62,19 +74,20 @@ def test_kill_while_receiving(tmp_path, plumbing_bundle):
                 acked.append(ds.SOPInstanceUID)
     thread = threading.Thread(target=sender)
     thread.start()
-    wait_for(lambda: len(acked) >= 40, timeout=60)
+    assert paused.wait(60)
     node.kill9()
+    killed.set()
     thread.join(30)
-    assert 40 <= len(acked) < 120
+    assert len(acked) == 40
     spool = Spool(tmp_path / "spool")
-    assert set(acked) <= _all_instances(spool)  # every ack is durable
+    assert _all_instances(spool) == set(acked)  # every ack is on disk, nothing else
     with pacs(port=pacs_port) as scp:
         node.start()
         try:
             wait_for(lambda: _states(spool) == ["done"], timeout=90)
             assert len(scp.stored) == 1
             record = spool.read_job(spool.job_ids()[0])
-            assert record["findings"]["instances"] >= len(acked)
+            assert record["findings"]["instances"] == len(acked)
         finally:
             assert node.stop() == 0
 
@@ -102,26 +115,32 @@ def test_kill_while_job_runs(tmp_path, plumbing_bundle):
 
 
 def test_kill_while_sending(tmp_path, plumbing_bundle):
+    """kill -9 while the result's C-STORE is in flight. The restarted node re-sends the same
+    object (same SOP Instance UID), and when the modality sends the series again the new
+    job's result has that UID too: the PACS holds exactly one object (deterministic UIDs)."""
     files = mr_series(tmp_path / "in", 3, seed="kill-send")
     pacs_port = free_port()
     node = NodeProcess(_config(tmp_path, plumbing_bundle(), pacs_port), tmp_path / "node.log").start()
     spool = Spool(tmp_path / "spool")
-    with pacs(port=pacs_port, delay_s=4) as slow:
-        assoc = store_association(node.port, [(MR_SOP, ExplicitVRLittleEndian)])
-        assert all(int(assoc.send_c_store(f).Status) == 0 for f in files)
-        assoc.release()
-        wait_for(lambda: slow.requests >= 1, timeout=60)  # the C-STORE to the PACS is in flight
+    release = threading.Event()
+    with pacs(port=pacs_port, hold=release) as slow:
+        _send(node.port, files)
+        assert slow.entered.wait(60)  # the C-STORE to the PACS is in flight
         node.kill9()
+        release.set()
         assert _states(spool) == ["dispatching"]
-        sop_uids = set()
+        wait_for(lambda: slow.stored, timeout=30)  # the PACS kept the copy sent before the kill
+    [before_kill] = slow.stored
     with pacs(port=pacs_port) as scp:
         node.start()
         try:
             wait_for(lambda: _states(spool) == ["done"], timeout=90)
-            sop_uids = set(scp.stored) | set(slow.stored)
+            assert scp.stored == {before_kill: 1}
+            _send(node.port, files)  # the modality sends the series again: a second job
+            wait_for(lambda: _states(spool) == ["done", "done"], timeout=90)
+            assert scp.stored == {before_kill: 2}
         finally:
-            node.stop()
-    assert len(sop_uids) == 1  # one result object in PACS however often it was sent
+            assert node.stop() == 0
 
 
 def test_sigint_drains_requeues_running_job_and_exits_cleanly(tmp_path, plumbing_bundle):
