@@ -101,7 +101,7 @@ def test_dimse_failure_retries_with_capped_backoff_then_dead_letters(tmp_path, p
     (409, r"answered HTTP 409"),
     (400, r"answered HTTP 400"),
     (202, r"answered HTTP 202 but did not store 1 of 1 instances: [\d.]+ \(reason 0xA700\)"),
-])
+], ids=["500", "409", "400", "202-with-failures"])
 def test_stow_failure_retries_with_capped_backoff_then_dead_letters(tmp_path, plumbing_bundle, capsys,
                                                                     status, error):
     files = mr_series(tmp_path / "in", 2, seed=f"stow-{status}")
