@@ -56,14 +56,17 @@ def test_echo_with_pynetdicom_and_dcmtk(tmp_path, plumbing_bundle):
         assert out.returncode == 0, out.stderr
 
 
-def test_storescu_series_is_durable_before_ack(tmp_path, plumbing_bundle):
+def test_storescu_series_is_spooled_when_acknowledged(tmp_path, plumbing_bundle):
+    """Every instance dcmtk's storescu got a success for is in the spool, byte-identical.
+
+    That the answer waits for fsync and rename is test_durability's (a file in the page
+    cache looks the same here)."""
     files = mr_series(tmp_path / "in", 12, seed="durable")
     with running_node(node_config(tmp_path, plumbing_bundle(), assembly={"quiet_s": 30})) as node:
         out = subprocess.run(["storescu", "-aec", "DICOMNODE", "127.0.0.1", str(node.port), *map(str, files)],
                              capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stderr
         stored = _spooled(node)
-        # every acknowledged instance is already on disk, byte-identical in its dataset part
         assert len(stored) == 12
         sops = {pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID for p in stored}
         assert sops == {pydicom.dcmread(f).SOPInstanceUID for f in files}

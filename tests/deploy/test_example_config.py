@@ -2,9 +2,10 @@
 
 The TLS certificates are made by docker/tls/make-test-certs.sh, the same openssl recipe
 docs/deployment.md gives to IT. The TLS tests run a real ``dicomnode serve`` on loopback
-with the example config (paths pointed at a temporary folder) and associate with
-pynetdicom: with the modality's client certificate, without one, and from an AE title
-that is not on the allowlist.
+with the example config (paths pointed at a temporary folder) and associate: with the
+modality's client certificate, without one, and from an AE title that is not on the
+allowlist. Each refusal is checked by its reason (TLS alert, A-ASSOCIATE-RJ reason), so a
+timeout or a node that is down fails the test.
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ import pytest
 import yaml
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+from dicomnode.config import TlsConfig
+from dicomnode.errors import DispatchError
+from dicomnode.net.scu import echo
 
 from .conftest import DOCKER, ROOT
 
@@ -116,34 +121,39 @@ def tls_node(tmp_path_factory: pytest.TempPathFactory, certs: Path) -> Iterator[
     assert proc.returncode == 0, output
 
 
-def _echo(port: int, certs: Path, *, calling: str, client_cert: bool) -> int | None:
-    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(certs / "ca.crt"))
-    if client_cert:
-        ctx.load_cert_chain(str(certs / "modality.crt"), str(certs / "modality.key"))
-    ae = AE(ae_title=calling)
-    ae.add_requested_context(Verification)
-    ae.acse_timeout = ae.network_timeout = 10
-    try:
-        assoc = ae.associate("127.0.0.1", port, ae_title="DICOMNODE", tls_args=(ctx, "localhost"))
-    except (OSError, ssl.SSLError):
-        return None
-    if not assoc.is_established:
-        return None
-    status = assoc.send_c_echo()
-    assoc.release()
-    return int(status.Status) if status else None
+def _echo(port: int, certs: Path, *, calling: str, client_cert: bool) -> int:
+    """C-ECHO over TLS as a modality would; a refusal raises DispatchError with its reason."""
+    tls = TlsConfig(enabled=True, ca=certs / "ca.crt", cert=certs / "modality.crt" if client_cert else None,
+                    key=certs / "modality.key" if client_cert else None)
+    return echo("127.0.0.1", port, called="DICOMNODE", calling=calling, tls=tls, timeout_s=10)
 
 
 def test_tls_echo_with_client_certificate(tls_node: tuple[int, Path]) -> None:
+    """Also checks the node's certificate names the host (SAN localhost), as a modality would."""
     port, certs = tls_node
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(certs / "ca.crt"))
+    ctx.load_cert_chain(str(certs / "modality.crt"), str(certs / "modality.key"))
+    ae = AE(ae_title="MODALITY1")
+    ae.add_requested_context(Verification)
+    ae.acse_timeout = ae.network_timeout = ae.connection_timeout = 10
+    assoc = ae.associate("127.0.0.1", port, ae_title="DICOMNODE", tls_args=(ctx, "localhost"))
+    assert assoc.is_established
+    status = assoc.send_c_echo()
+    assoc.release()
+    assert int(status.Status) == 0x0000
     assert _echo(port, certs, calling="MODALITY1", client_cert=True) == 0x0000
 
 
 def test_tls_refuses_a_peer_without_client_certificate(tls_node: tuple[int, Path]) -> None:
+    """The refusal is the TLS one (the node's 'certificate required' alert), not a timeout
+    or a node that is down."""
     port, certs = tls_node
-    assert _echo(port, certs, calling="MODALITY1", client_cert=False) is None
+    with pytest.raises(DispatchError, match=r"TLS connection failed: .*certificate required"):
+        _echo(port, certs, calling="MODALITY1", client_cert=False)
 
 
 def test_allowlist_refuses_an_unlisted_ae_title(tls_node: tuple[int, Path]) -> None:
+    """The refusal is the allowlist's A-ASSOCIATE-RJ (calling AE title not recognised, 0x03)."""
     port, certs = tls_node
-    assert _echo(port, certs, calling="INTRUDER", client_cert=True) is None
+    with pytest.raises(DispatchError, match=r"rejected: Calling AE title not recognised .*reason 0x03\)"):
+        _echo(port, certs, calling="INTRUDER", client_cert=True)
