@@ -85,7 +85,8 @@ def test_dimse_failure_retries_with_capped_backoff_then_dead_letters(tmp_path, p
     files = mr_series(tmp_path / "in", 2, seed=f"dimse-{failure}")
     with pacs(**failure) as scp:
         dests = {"dest": {"type": "dimse", "ae_title": "PACS", "host": "127.0.0.1", "port": scp.port}}
-        config = node_config(tmp_path, plumbing_bundle(), destinations=dests, dispatch=BACKOFF)
+        config = node_config(tmp_path, plumbing_bundle(), destinations=dests, dispatch=BACKOFF,
+                             assembly={"quiet_s": 0.5})
         with running_node(config) as node:
             _send(node.port, files)
             record = _dead_letter(node, error)
@@ -107,7 +108,8 @@ def test_stow_failure_retries_with_capped_backoff_then_dead_letters(tmp_path, pl
     files = mr_series(tmp_path / "in", 2, seed=f"stow-{status}")
     with StowServer(status) as stow:
         dests = {"dest": {"type": "stow", "url": stow.url}}
-        config = node_config(tmp_path, plumbing_bundle(), destinations=dests, dispatch=BACKOFF)
+        config = node_config(tmp_path, plumbing_bundle(), destinations=dests, dispatch=BACKOFF,
+                             assembly={"quiet_s": 0.5})
         with running_node(config) as node:
             _send(node.port, files)
             record = _dead_letter(node, rf"STOW-RS {re.escape(stow.url)} {error}")
