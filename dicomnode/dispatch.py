@@ -1,11 +1,12 @@
 """Delivers a job's outputs to every destination of its route, with retries.
 
-Per destination the job record keeps ``state`` (pending / sent / dead), ``attempts``,
-``last_error``, ``next_at`` and ``history`` (the last attempts: start time, error, the
-wait before the next one). A failed send waits ``backoff_s * 2**(attempts-1)`` (capped by
-``backoff_max_s``); after ``max_attempts`` the destination is dead-lettered and the job
-shows ``dead`` in ``dicomnode jobs`` until ``dicomnode jobs retry`` re-arms it.
-Deterministic output UIDs make a re-send harmless: the PACS keeps one copy.
+Each destination's :class:`~dicomnode.jobs.Delivery` moves ``pending`` → ``sent``, or
+``retrying`` after a failed send (next attempt after ``backoff_s * 2**(attempts-1)``,
+capped by ``backoff_max_s``) and ``dead`` after ``max_attempts``; the job then shows
+``dead`` in ``dicomnode jobs`` until ``dicomnode jobs retry`` re-arms it (transitions in
+:mod:`dicomnode.jobs`). Each delivery keeps the history of its last attempts (start time,
+error, the wait before the next one). Deterministic output UIDs make a re-send harmless:
+the PACS keeps one copy.
 """
 
 from __future__ import annotations
@@ -16,71 +17,69 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import Any
 
+from dicomnode import jobs
 from dicomnode.config import Config, Destination
 from dicomnode.errors import DicomNodeError, DispatchError
+from dicomnode.jobs import DeliveryState, Job, JobState
+from dicomnode.jobstore import JobStore
 from dicomnode.log import bound
 from dicomnode.metrics import Metrics
 from dicomnode.net.scu import send_files
 from dicomnode.net.stow import stow_files
-from dicomnode.spool import Spool, atomic_write
+from dicomnode.spool import atomic_write
 
-__all__ = ["Dispatcher", "folder_target", "rearm"]
+__all__ = ["Dispatcher", "folder_target"]
 
 log = logging.getLogger(__name__)
 
-#: Attempts kept per destination in ``history`` (re-armed jobs append to it).
-HISTORY_LENGTH = 20
 
-
-def folder_target(dest: Destination, record: dict[str, Any]) -> Path:
+def folder_target(dest: Destination, job: Job) -> Path:
     """``<path>/<StudyUID>/<source SeriesUID>/<pipeline>/`` for a folder destination."""
-    assert dest.path is not None
-    return dest.path / record["study_uid"] / record["series_uid"] / record["pipeline"]
+    if dest.path is None:
+        raise DispatchError(f"folder destination '{dest.name}' has no path", destination=dest.name)
+    return dest.path / job.study_uid / job.series_uid / job.pipeline
 
 
-def _to_folder(dest: Destination, record: dict[str, Any], outputs: Path) -> int:
-    target = folder_target(dest, record)
+def _to_folder(dest: Destination, job: Job, outputs: Path) -> int:
+    target = folder_target(dest, job)
     target.mkdir(parents=True, exist_ok=True)
-    names = [*record.get("outputs", []), "findings.json"]
+    names = [*job.outputs, "findings.json"]
     for name in names:
         atomic_write(target / name, (outputs / name).read_bytes())
-    summary = {k: record.get(k) for k in ("job_id", "study_uid", "series_uid", "pipeline", "model",
-                                          "model_version", "route", "findings", "outputs")}
+    summary = {"job_id": job.job_id, "study_uid": job.study_uid, "series_uid": job.series_uid,
+               "pipeline": job.pipeline, "model": job.model, "model_version": job.model_version,
+               "route": job.route, "findings": dict(job.findings), "outputs": list(job.outputs)}
     atomic_write(target / "result.json", json.dumps(summary, indent=1).encode())
     (target / "error.json").unlink(missing_ok=True)
     return len(names)
 
 
-def write_error(dest: Destination, record: dict[str, Any]) -> None:
+def write_error(dest: Destination, job: Job) -> None:
     """Put a failed job's error next to where its results would have gone."""
-    target = folder_target(dest, record)
+    target = folder_target(dest, job)
     target.mkdir(parents=True, exist_ok=True)
-    info = {k: record.get(k) for k in ("job_id", "study_uid", "series_uid", "pipeline", "model", "error")}
+    info = {"job_id": job.job_id, "study_uid": job.study_uid, "series_uid": job.series_uid,
+            "pipeline": job.pipeline, "model": job.model, "error": job.error}
     atomic_write(target / "error.json", json.dumps(info, indent=1).encode())
 
 
-def rearm(record: dict[str, Any]) -> bool:
-    """Reset dead/pending destinations of a job for another round; ``True`` if any."""
-    changed = False
-    for state in record.get("destinations", {}).values():
-        if state["state"] != "sent":
-            state.update(state="pending", attempts=0, next_at=0.0)
-            changed = True
-    if changed:
-        record["state"] = "dispatching"
-    return changed
-
-
 class Dispatcher:
-    """Background sender for jobs in state ``dispatching``."""
+    """Background sender for jobs in state ``dispatching``.
 
-    def __init__(self, config: Config, spool: Spool, metrics: Metrics) -> None:
-        self.config, self.spool, self.metrics = config, spool, metrics
+    Parameters
+    ----------
+    config, store, metrics
+        Node configuration, job store and metrics.
+    rerun
+        Puts a job back on the worker queue (``dicomnode jobs retry`` of a failed job).
+    """
+
+    def __init__(self, config: Config, store: JobStore, metrics: Metrics, rerun: Callable[[str], None]) -> None:
+        self.config, self.store, self.metrics, self.rerun = config, store, metrics, rerun
         self.active: set[str] = set()
-        self.requeue: Callable[[str], None] = lambda job_id: None  # the node wires worker.submit
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="dispatcher", daemon=True)
@@ -99,11 +98,11 @@ class Dispatcher:
 
     def _loop(self) -> None:
         while not self._stop.wait(0.2):
-            for job_id in self.spool.take_requests():
+            for job_id in self.store.take_requests():
                 self._retry_request(job_id)
             with self._lock:
-                jobs = sorted(self.active)
-            for job_id in jobs:
+                active = sorted(self.active)
+            for job_id in active:
                 if self._stop.is_set():
                     return
                 try:
@@ -117,94 +116,76 @@ class Dispatcher:
             self.active.discard(job_id)
 
     def _retry_request(self, job_id: str) -> None:
-        with self.spool.job_lock(job_id):
-            record = self.spool.read_job(job_id)
-            if record.get("state") == "queued":
-                log.info("job %s: re-run requested", job_id)
-                self.requeue(job_id)
-                return
-            if record.get("state") in ("dispatching", "dead", "done") and rearm(record):
-                self.spool.write_job(job_id, record)
-        log.info("job %s: re-send requested", job_id)
-        self.add(job_id)
+        """``dicomnode jobs retry`` re-armed the job in the store; pick it up."""
+        job = self.store.get(job_id)
+        if job.state is JobState.QUEUED:
+            log.info("job %s: re-run requested", job_id)
+            self.rerun(job_id)
+        else:
+            log.info("job %s: re-send requested", job_id)
+            self.add(job_id)
 
     def _step(self, job_id: str) -> None:
-        record = self.spool.read_job(job_id)
-        if record.get("state") == "failed":
-            self._report_failure(record)
+        job = self.store.get(job_id)
+        if job.state is JobState.FAILED:
+            self._report_failure(job)
             self._forget(job_id)
             return
-        if record.get("state") != "dispatching":
+        if job.state is not JobState.DISPATCHING:
             self._forget(job_id)
             return
         now = time.time()
-        for name, state in record["destinations"].items():
-            if state["state"] == "pending" and state["next_at"] <= now:
-                self._send(job_id, name)
+        for name, delivery in job.destinations.items():
+            if delivery.due(now):
+                self._send(job, name)
         self._settle(job_id)
 
-    def _report_failure(self, record: dict[str, Any]) -> None:
-        for name in record.get("destinations", {}):
+    def _report_failure(self, job: Job) -> None:
+        for name in job.destinations:
             dest = self.config.destinations.get(name)
             if dest is not None and dest.type == "folder":
-                write_error(dest, record)
+                write_error(dest, job)
 
-    def _send(self, job_id: str, name: str) -> None:
-        record = self.spool.read_job(job_id)
+    def _send(self, job: Job, name: str) -> None:
         dest = self.config.destinations.get(name)
-        outputs = self.spool.job_dir(job_id) / "outputs"
-        with bound(job_id=job_id, study_uid=record["study_uid"], series_uid=record["series_uid"]):
+        outputs = self.store.job_dir(job.job_id) / "outputs"
+        with bound(job_id=job.job_id, study_uid=job.study_uid, series_uid=job.series_uid):
             self.metrics.inc("dicomnode_send_attempts_total", destination=name)
             started = time.time()
             try:
                 if dest is None:
                     raise DispatchError(f"destination '{name}' no longer in the config", destination=name)
-                sent = self._deliver(dest, record, outputs)
-                outcome: dict[str, Any] = {"state": "sent", "last_error": "", "sent_at": time.time()}
-                log.info("delivered %d files to %s (%s)", sent, name, dest.type)
+                sent = self._deliver(dest, job, outputs)
             except (DispatchError, OSError) as exc:
                 self.metrics.inc("dicomnode_send_failures_total", destination=name)
-                outcome = {"last_error": str(exc)}
                 log.warning("send to %s failed: %s", name, exc)
-            self._update(job_id, name, outcome, started)
+                self._failed(job.job_id, name, str(exc), started)
+                return
+            log.info("delivered %d files to %s (%s)", sent, name, dest.type)
+            self.store.change(job.job_id, partial(jobs.delivered, name=name, now=time.time(), started=started))
 
-    def _deliver(self, dest: Destination, record: dict[str, Any], outputs: Path) -> int:
+    def _failed(self, job_id: str, name: str, error: str, started: float) -> None:
+        limits = self.config.dispatch
+        after = self.store.change(job_id, partial(jobs.delivery_failed, name=name, error=error, now=time.time(),
+                                                  max_attempts=limits.max_attempts, backoff_s=limits.backoff_s,
+                                                  backoff_max_s=limits.backoff_max_s, started=started))
+        delivery = after.destinations[name]
+        if delivery.state is DeliveryState.DEAD:
+            log.error("job %s: destination %s dead-lettered after %d attempts: %s (re-send with "
+                      "'dicomnode jobs retry %s')", job_id, name, delivery.attempts, error, job_id)
+
+    def _deliver(self, dest: Destination, job: Job, outputs: Path) -> int:
         if dest.type == "folder":
-            return _to_folder(dest, record, outputs)
-        files = [outputs / n for n in record.get("outputs", []) if n.endswith(".dcm")]
+            return _to_folder(dest, job, outputs)
+        files = [outputs / n for n in job.outputs if n.endswith(".dcm")]
         if not files:
             return 0
         return send_files(dest, files) if dest.type == "dimse" else stow_files(dest, files)
 
-    def _update(self, job_id: str, name: str, outcome: dict[str, Any], started: float) -> None:
-        limits = self.config.dispatch
-        with self.spool.job_lock(job_id):
-            record = self.spool.read_job(job_id)
-            state = record["destinations"][name]
-            state["attempts"] += 1
-            state.update(outcome)
-            attempt: dict[str, Any] = {"at": started, "error": state["last_error"], "retry_in": None}
-            state["history"] = [*state.get("history", []), attempt][-HISTORY_LENGTH:]
-            if state["state"] != "sent":
-                if state["attempts"] >= limits.max_attempts:
-                    state["state"] = "dead"
-                    log.error("job %s: destination %s dead-lettered after %d attempts: %s (re-send with "
-                              "'dicomnode jobs retry %s')", job_id, name, state["attempts"],
-                              state["last_error"], job_id)
-                else:
-                    delay = min(limits.backoff_max_s, limits.backoff_s * 2 ** (state["attempts"] - 1))
-                    state["next_at"] = time.time() + delay
-                    attempt["retry_in"] = delay
-            self.spool.write_job(job_id, record)
-
     def _settle(self, job_id: str) -> None:
-        with self.spool.job_lock(job_id):
-            record = self.spool.read_job(job_id)
-            states = {s["state"] for s in record["destinations"].values()}
-            if "pending" in states:
-                return
-            record["state"] = "dead" if "dead" in states else "done"
-            self.spool.write_job(job_id, record)
-        if record["state"] == "done":
-            shutil.rmtree(self.spool.job_dir(job_id) / "work", ignore_errors=True)
+        job = self.store.change(job_id, jobs.settle)
+        if job.state is JobState.DISPATCHING:
+            return
+        if job.state is JobState.DONE:
+            shutil.rmtree(self.store.job_dir(job_id) / "work", ignore_errors=True)
         self._forget(job_id)

@@ -37,7 +37,9 @@ from typing import Any
 from dicomnode.errors import JobStateError
 
 __all__ = [
+    "HISTORY_LENGTH",
     "SCHEMA",
+    "Attempt",
     "Delivery",
     "DeliveryState",
     "Job",
@@ -89,6 +91,19 @@ class DeliveryState(enum.StrEnum):
         return self in (DeliveryState.PENDING, DeliveryState.RETRYING)
 
 
+#: Attempts kept per destination in :attr:`Delivery.history` (re-armed jobs append to it).
+HISTORY_LENGTH = 20
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One send: when it started, what went wrong ("" if nothing), the wait before the next."""
+
+    at: float
+    error: str = ""
+    retry_in: float | None = None
+
+
 @dataclass(frozen=True)
 class Delivery:
     """The outputs of one job to one destination."""
@@ -98,6 +113,10 @@ class Delivery:
     last_error: str = ""
     next_at: float = 0.0
     sent_at: float = 0.0
+    history: tuple[Attempt, ...] = ()
+
+    def logged(self, attempt: Attempt) -> tuple[Attempt, ...]:
+        return (*self.history, attempt)[-HISTORY_LENGTH:]
 
     def due(self, now: float) -> bool:
         return self.state.open and self.next_at <= now
@@ -134,7 +153,8 @@ class Job:
         data = asdict(self)
         data["state"] = self.state.value
         data["outputs"] = list(self.outputs)
-        data["destinations"] = {n: {**asdict(d), "state": d.state.value} for n, d in self.destinations.items()}
+        data["destinations"] = {n: {**asdict(d), "state": d.state.value, "history": [asdict(a) for a in d.history]}
+                                for n, d in self.destinations.items()}
         return data
 
     @classmethod
@@ -165,8 +185,10 @@ def _delivery(data: Mapping[str, Any]) -> Delivery:
     state = DeliveryState(data["state"])
     if state is DeliveryState.PENDING and int(data.get("attempts", 0)) > 0:
         state = DeliveryState.RETRYING  # schema 0 kept failed attempts in "pending"
+    history = tuple(Attempt(float(a["at"]), str(a.get("error", "")), a.get("retry_in"))
+                    for a in data.get("history", ()))
     return Delivery(state, int(data.get("attempts", 0)), str(data.get("last_error", "")),
-                    float(data.get("next_at", 0.0)), float(data.get("sent_at", 0.0)))
+                    float(data.get("next_at", 0.0)), float(data.get("sent_at", 0.0)), history)
 
 
 def new_job(job_id: str, *, route: str, pipeline: str, model: str, model_path: str, model_version: str,
@@ -247,23 +269,24 @@ def _with(job: Job, name: str, delivery: Delivery) -> Job:
     return replace(job, destinations={**job.destinations, name: delivery})
 
 
-def delivered(job: Job, name: str, now: float) -> Job:
-    """One destination received every output."""
+def delivered(job: Job, name: str, now: float, started: float | None = None) -> Job:
+    """One destination received every output (the send started at ``started``, default ``now``)."""
     d = _delivery_of(job, name)
     return _with(job, name, replace(d, state=DeliveryState.SENT, attempts=d.attempts + 1, last_error="",
-                                    sent_at=now))
+                                    sent_at=now, history=d.logged(Attempt(now if started is None else started))))
 
 
 def delivery_failed(job: Job, name: str, error: str, now: float, *, max_attempts: int, backoff_s: float,
-                    backoff_max_s: float) -> Job:
+                    backoff_max_s: float, started: float | None = None) -> Job:
     """A send failed: retry after a growing, capped backoff, or ``dead`` after ``max_attempts``."""
     d = _delivery_of(job, name)
-    attempts = d.attempts + 1
+    attempts, at = d.attempts + 1, now if started is None else started
     if attempts >= max_attempts:
-        return _with(job, name, replace(d, state=DeliveryState.DEAD, attempts=attempts, last_error=error))
+        return _with(job, name, replace(d, state=DeliveryState.DEAD, attempts=attempts, last_error=error,
+                                        history=d.logged(Attempt(at, error))))
     delay = min(backoff_max_s, backoff_s * 2 ** (attempts - 1))
     return _with(job, name, replace(d, state=DeliveryState.RETRYING, attempts=attempts, last_error=error,
-                                    next_at=now + delay))
+                                    next_at=now + delay, history=d.logged(Attempt(at, error, delay))))
 
 
 def settle(job: Job) -> Job:
@@ -293,5 +316,5 @@ def retry(job: Job) -> Job:
     unsent = [n for n, d in job.destinations.items() if d.state is not DeliveryState.SENT]
     if not unsent:
         raise JobStateError(f"job {job.job_id}: nothing to re-send (every destination has it)", job_id=job.job_id)
-    rearmed = {**job.destinations, **{n: Delivery() for n in unsent}}
+    rearmed = {**job.destinations, **{n: Delivery(history=job.destinations[n].history) for n in unsent}}
     return replace(job, state=JobState.DISPATCHING, destinations=rearmed)

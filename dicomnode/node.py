@@ -6,7 +6,6 @@ them from one :class:`~dicomnode.config.Config` and rebuilds state from the spoo
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -16,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from dicomnode import jobs
 from dicomnode.assembler import Assembler
 from dicomnode.config import Config, Route
 from dicomnode.dicom.headers import read_info
@@ -23,10 +23,12 @@ from dicomnode.dispatch import Dispatcher
 from dicomnode.errors import DicomNodeError
 from dicomnode.http_status import StatusServer
 from dicomnode.inference.manifest import load_bundle
+from dicomnode.jobs import Job, JobState
+from dicomnode.jobstore import FileJobStore
 from dicomnode.log import bound
 from dicomnode.metrics import Metrics
 from dicomnode.net.scp import StorageSCP, StoredInstance
-from dicomnode.pipelines import available_pipelines
+from dicomnode.pipelines import route_problem
 from dicomnode.routing import first_match
 from dicomnode.spool import Spool
 
@@ -38,16 +40,11 @@ log = logging.getLogger(__name__)
 def check_routes(config: Config) -> dict[str, str]:
     """Route name → problem ("" when usable): pipeline exists, model bundle verifies."""
     problems: dict[str, str] = {}
-    pipelines = available_pipelines()
     for route in config.routes:
-        problem = ""
-        if ":" not in route.pipeline and route.pipeline not in pipelines:
-            problem = f"pipeline '{route.pipeline}' is not installed (available: {', '.join(pipelines) or 'none'})"
-        else:
+        problem = route_problem(route.pipeline, route.model, None)
+        if not problem:
             try:
-                bundle = load_bundle(config.models[route.model].path)
-                if ":" not in route.pipeline and bundle.task != route.pipeline:
-                    problem = f"model '{route.model}' is for task '{bundle.task}', not '{route.pipeline}'"
+                problem = route_problem(route.pipeline, route.model, load_bundle(config.models[route.model].path).task)
             except DicomNodeError as exc:
                 problem = str(exc)
         problems[route.name] = problem
@@ -61,11 +58,11 @@ class Node:
         self.config = config
         self.metrics = Metrics()
         self.spool = Spool(config.spool.path)
+        self.store = FileJobStore(self.spool)
         self.assembler = Assembler(config.assembly.quiet_s, config.assembly.max_wait_s)
-        self.dispatcher = Dispatcher(config, self.spool, self.metrics)
         from dicomnode.worker import Worker  # noqa: PLC0415 - keeps multiprocessing out of imports
-        self.worker = Worker(config, self.spool, self.metrics, self.dispatcher.add)
-        self.dispatcher.requeue = self.worker.submit
+        self.worker = Worker(config, self.store, self.metrics, self._run_ended)
+        self.dispatcher = Dispatcher(config, self.store, self.metrics, rerun=self.worker.submit)
         self.scp = StorageSCP(config, self.spool, self.metrics, self._stored)
         self.http: StatusServer | None = None
         self.route_problems: dict[str, str] = {}
@@ -126,6 +123,9 @@ class Node:
         log.info("stopped; %d series still assembling are kept in the spool", self.assembler.pending())
 
     # -- stages -------------------------------------------------------------------------
+    def _run_ended(self, job_id: str) -> None:
+        self.dispatcher.add(job_id)
+
     def _stored(self, stored: StoredInstance) -> None:
         self.assembler.add(stored.info)
 
@@ -157,30 +157,32 @@ class Node:
                     log.info("series %s complete (%s) but no route matched: %s", series_uid, reason,
                              "; ".join(f"{n}: {why}" for n, _, why in trace))
                     return
-                job_id = self.spool.new_job_id(series_uid)
-                record = self._job_record(job_id, route, headers, len(list(folder.glob("*.dcm"))))
-                self.spool.create_job(series_uid, job_id, record)
-                log.info("series %s complete (%s) → route %s, job %s", series_uid, reason, route.name, job_id)
-        self._enqueue(job_id, record)
+                job = self._new_job(self.spool.new_job_id(series_uid), route, headers,
+                                    len(list(folder.glob("*.dcm"))))
+                self.store.create(job, series_uid)
+                log.info("series %s complete (%s) → route %s, job %s", series_uid, reason, route.name, job.job_id)
+        self._enqueue(job)
 
-    def _job_record(self, job_id: str, route: Route, headers: dict[str, Any], instances: int) -> dict[str, Any]:
+    def _new_job(self, job_id: str, route: Route, headers: dict[str, Any], instances: int) -> Job:
         model = self.config.models[route.model]
         problem = self.route_problems.get(route.name, "")
         version = "" if problem else load_bundle(model.path, verify=False).version
-        return {"job_id": job_id, "state": "failed" if problem else "queued", "route": route.name,
-                "pipeline": route.pipeline, "model": route.model, "model_path": str(Path(model.path).resolve()),
-                "model_version": version, "study_uid": headers.get("StudyInstanceUID", ""),
-                "series_uid": headers.get("SeriesInstanceUID", ""), "instances": instances,
-                "created": time.time(), "runs": 0,
-                "error": f"route {route.name} disabled: {problem}" if problem else "",
-                "destinations": {d: {"state": "pending", "attempts": 0, "last_error": "", "next_at": 0.0}
-                                 for d in route.destinations}}
+        return jobs.new_job(job_id, route=route.name, pipeline=route.pipeline, model=route.model,
+                            model_path=str(Path(model.path).resolve()), model_version=version,
+                            study_uid=headers.get("StudyInstanceUID", ""),
+                            series_uid=headers.get("SeriesInstanceUID", ""), instances=instances,
+                            destinations=list(route.destinations), created=time.time(), problem=problem)
 
-    def _enqueue(self, job_id: str, record: dict[str, Any]) -> None:
-        if record["state"] == "failed":
-            self.dispatcher.add(job_id)
+    def _job_for(self, job_id: str, headers: dict[str, Any], instances: int) -> Job | None:
+        """The job a half-made job found at start should be (``None``: no route matches)."""
+        route, _ = first_match(self.config.routes, headers)
+        return None if route is None else self._new_job(job_id, route, headers, instances)
+
+    def _enqueue(self, job: Job) -> None:
+        if job.state is JobState.FAILED:
+            self.dispatcher.add(job.job_id)
         else:
-            self.worker.submit(job_id)
+            self.worker.submit(job.job_id)
 
     # -- restart ------------------------------------------------------------------------
     def _restore_incoming(self) -> None:
@@ -196,55 +198,20 @@ class Node:
             log.info("series %s: %d instances restored from the spool, still assembling", series_uid, len(files))
 
     def _restore_jobs(self) -> None:
-        for job_id in self.spool.staged_jobs():
-            self._rebuild_job(job_id)
-        for job_id in self.spool.job_ids():
-            with self.spool.job_lock(job_id):
-                record = self.spool.read_job(job_id)
-                if record.get("state") == "running":
-                    record["state"] = "queued"
-                    self.spool.write_job(job_id, record)
-                    log.warning("job %s was running when the node stopped; running it again", job_id)
-            if record["state"] == "queued":
-                self.worker.submit(job_id)
-            elif record["state"] in ("dispatching", "failed"):
-                self.dispatcher.add(job_id)
-
-    def _rebuild_job(self, job_id: str) -> None:
-        """A crash inside :meth:`Spool.create_job`: finish it, or put the series back."""
-        staging = self.spool.staging_dir(job_id)
-        if (staging / "job.json").exists():
-            record = json.loads((staging / "job.json").read_text())
-        elif (staging / "input" / "series.json").exists():
-            headers = self.spool.series_record(staging / "input")["headers"]
-            route, _ = first_match(self.config.routes, headers)
-            if route is None:
-                os.replace(staging / "input", self.spool.root / "unmatched" / job_id)
-                shutil.rmtree(staging, ignore_errors=True)
-                return
-            record = self._job_record(job_id, route, headers, len(list((staging / "input").glob("*.dcm"))))
-        else:
-            shutil.rmtree(staging, ignore_errors=True)
-            return
-        self.spool.create_job(None, job_id, record)
-        log.warning("job %s: finished creating it after a crash", job_id)  # queued by _restore_jobs
+        found = self.store.recover(self._job_for)
+        for job_id in found.to_run:
+            self.worker.submit(job_id)
+        for job_id in found.to_dispatch:
+            self.dispatcher.add(job_id)
 
     # -- observability ------------------------------------------------------------------
     def job_states(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for job_id in self.spool.job_ids():
-            try:
-                state = str(self.spool.read_job(job_id).get("state"))
-            except DicomNodeError:
-                state = "unreadable"
-            counts[state] = counts.get(state, 0) + 1
-        return counts
+        return self.store.counts()
 
     def render_metrics(self) -> str:
-        for state in ("queued", "running", "dispatching", "done", "failed", "dead"):
-            self.metrics.set("dicomnode_jobs", 0, state=state)
-        for state, count in self.job_states().items():
-            self.metrics.set("dicomnode_jobs", count, state=state)
+        counts = self.job_states()
+        for name in [*(s.value for s in JobState), *counts]:
+            self.metrics.set("dicomnode_jobs", counts.get(name, 0), state=name)
         self.metrics.set("dicomnode_series_assembling", self.assembler.pending())
         return self.metrics.render()
 

@@ -1,145 +1,62 @@
-"""Runs jobs: takes queued jobs, runs their pipeline in a child process, records the outcome.
+"""Runs jobs: worker threads take queued jobs, run them on an executor, record the outcome.
 
-Job states (``job.json``)::
-
-    queued → running → dispatching → done
-       ↑        ↘ failed            ↘ dead (a destination exhausted its attempts)
-       └──────── (the child crashed: a fresh child takes the job again, at most
-                  ``worker.max_crashes`` times, then ``failed``)
-
-A job found ``running`` at start (the node was killed) goes back to ``queued``.
+Each worker thread owns one :class:`~dicomnode.executor.Executor` (embedded: a warm
+child process) and moves jobs through :mod:`dicomnode.jobs` transitions in the
+:class:`~dicomnode.jobstore.JobStore`: ``queued`` → ``running`` → ``dispatching`` or
+``failed``; a crashed run goes back to ``queued`` (behind the jobs already waiting) until
+``worker.max_crashes``. The state diagram is in :mod:`dicomnode.jobs`.
 """
 
 from __future__ import annotations
 
-import enum
 import logging
-import multiprocessing
 import queue
-import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
 
+from dicomnode import jobs
 from dicomnode.config import Config
+from dicomnode.errors import JobStateError
+from dicomnode.executor import ChildProcessExecutor, Executor, Outcome, Reply, RunRequest
+from dicomnode.jobs import Job, JobState
+from dicomnode.jobstore import JobStore
 from dicomnode.log import bound
 from dicomnode.metrics import Metrics
-from dicomnode.spool import Spool
-from dicomnode.worker_child import child_main
+from dicomnode.pipelines import worker_settings
 
-__all__ = ["Outcome", "Reply", "Worker", "describe_exit"]
+__all__ = ["Worker"]
 
 log = logging.getLogger(__name__)
 
-#: Which worker settings each built-in pipeline takes (plug-ins get all of them).
-_SETTING_KEYS = {"mri-lln": ("device",), "wsi-two-stage": ("providers",)}
+#: Makes the executor of one worker thread.
+ExecutorFactory = Callable[[Config], Executor]
 
 
-class Outcome(enum.Enum):
-    """How one run of a job in the child ended."""
-
-    OK = "ok"
-    FAILED = "failed"  # the pipeline reported an error (bad input, model error, …)
-    CRASHED = "crashed"  # the child process died (signal, OOM kill, abort)
-    TIMED_OUT = "timed_out"  # worker.job_timeout_s passed
-    INTERRUPTED = "interrupted"  # the node is shutting down
-
-
-@dataclass(frozen=True)
-class Reply:
-    """The parent's typed view of one run (the child sends plain dicts over its pipe)."""
-
-    outcome: Outcome
-    error: str = ""
-    outputs: list[str] = field(default_factory=list)
-    findings: dict[str, Any] = field(default_factory=dict)
-    seconds: float = 0.0
-
-    @classmethod
-    def from_child(cls, message: dict[str, Any]) -> Reply:
-        if message.get("ok"):
-            return cls(Outcome.OK, "", list(message["outputs"]), dict(message["findings"]), float(message["seconds"]))
-        return cls(Outcome.FAILED, str(message["error"]))
-
-
-def describe_exit(exitcode: int | None) -> str:
-    """``exit code -11`` → ``signal SIGSEGV``; what an on-call engineer searches for."""
-    if exitcode is None:
-        return "no exit status"
-    if exitcode < 0:
-        try:
-            return f"signal {signal.Signals(-exitcode).name}"
-        except ValueError:
-            return f"signal {-exitcode}"
-    return f"exit code {exitcode}"
-
-
-class _Child:
-    """One warm child process and its pipe."""
-
-    def __init__(self, config: Config) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        self.conn, child_conn = ctx.Pipe()
-        self.proc = ctx.Process(target=child_main, args=(child_conn, config.log.format, config.log.level),
-                                daemon=False, name="dicomnode-worker")  # pipelines may use process pools
-        self.proc.start()
-        child_conn.close()
-
-    def alive(self) -> bool:
-        return self.proc.is_alive()
-
-    def run(self, request: dict[str, Any], timeout_s: float, stop: threading.Event) -> Reply:
-        try:
-            self.conn.send(request)
-        except (BrokenPipeError, OSError):
-            return self._died()
-        deadline = time.monotonic() + timeout_s
-        while not self.conn.poll(0.2):
-            if not self.proc.is_alive():
-                return self._died()
-            if time.monotonic() > deadline:
-                return Reply(Outcome.TIMED_OUT, f"timed out after {timeout_s:.0f} s (worker.job_timeout_s)")
-            if stop.is_set():
-                return Reply(Outcome.INTERRUPTED, "node shutting down")
-        try:
-            return Reply.from_child(self.conn.recv())
-        except (EOFError, OSError):
-            return self._died()
-
-    def _died(self) -> Reply:
-        self.proc.join(5)  # the pipe closes a moment before the exit status is known
-        return Reply(Outcome.CRASHED, describe_exit(self.proc.exitcode))
-
-    def kill(self) -> None:
-        self.proc.kill()
-        self.proc.join(5)
-        self.conn.close()
-
-    def stop(self, timeout_s: float = 10.0) -> None:
-        """Idle child: close its pipe so it returns and exits normally (releasing what its
-        libraries hold, e.g. semaphores the resource tracker would report as leaked);
-        killed when it does not exit in time."""
-        self.conn.close()
-        self.proc.join(timeout_s)
-        if self.proc.is_alive():
-            self.kill()
+def child_process_executor(config: Config) -> Executor:
+    """The embedded node's executor: one warm child process per worker thread."""
+    return ChildProcessExecutor(config.log.format, config.log.level)
 
 
 class Worker:
-    """Worker threads, each driving one child process.
+    """Worker threads, each driving one executor.
 
     Parameters
     ----------
-    config, spool, metrics
-        Node configuration, spool and metrics.
+    config, store, metrics
+        Node configuration, job store and metrics.
     on_done
-        Called with the job id after a job finished (successfully or not).
+        Called with the job id after a job's run ended (outputs to deliver, or a failure
+        to report).
+    executor
+        Makes each thread's executor (default: a warm child process).
     """
 
-    def __init__(self, config: Config, spool: Spool, metrics: Metrics, on_done: Callable[[str], None]) -> None:
-        self.config, self.spool, self.metrics, self.on_done = config, spool, metrics, on_done
+    def __init__(self, config: Config, store: JobStore, metrics: Metrics, on_done: Callable[[str], None],
+                 executor: ExecutorFactory = child_process_executor) -> None:
+        self.config, self.store, self.metrics, self.on_done = config, store, metrics, on_done
+        self.make_executor = executor
         self.jobs: queue.Queue[str] = queue.Queue()
         self.stop_event = threading.Event()
         self.hard_stop = threading.Event()
@@ -167,112 +84,75 @@ class Worker:
                 thread.join(10)
 
     def _loop(self) -> None:
-        child = _Child(self.config)
+        executor = self.make_executor(self.config)
         try:
             while not self.stop_event.is_set():
                 try:
                     job_id = self.jobs.get(timeout=0.3)
                 except queue.Empty:
                     continue
-                child = self._run_job(job_id, child)
+                self._run_job(job_id, executor)
         finally:
-            if self.hard_stop.is_set():
-                child.kill()
-            else:
-                child.stop()
+            executor.close(hard=self.hard_stop.is_set())
 
-    def _claim(self, job_id: str) -> dict[str, Any] | None:
-        """``queued`` → ``running``; None when the job is not queued (taken or cancelled)."""
-        with self.spool.job_lock(job_id):
-            record = self.spool.read_job(job_id)
-            if record.get("state") != "queued":
-                return None
-            record["state"], record["runs"] = "running", record.get("runs", 0) + 1
-            self.spool.write_job(job_id, record)
-        return record
+    def _claim(self, job_id: str) -> Job | None:
+        """``queued`` → ``running``; None when the job is not queued (taken or re-armed)."""
+        try:
+            return self.store.change(job_id, jobs.start_run)
+        except JobStateError:
+            return None
 
-    def _fresh(self, child: _Child) -> _Child:
-        """A child that died while idle (e.g. killed by the OOM killer) is replaced before
-        the next job, so that job never pays for it."""
-        if child.alive():
-            return child
-        log.warning("worker process had died while idle (%s); starting a fresh one", describe_exit(child.proc.exitcode))
-        child.kill()
-        return _Child(self.config)
-
-    def _run_job(self, job_id: str, child: _Child) -> _Child:
-        record = self._claim(job_id)
-        if record is None:
-            return child
-        child = self._fresh(child)
-        with bound(job_id=job_id, study_uid=record["study_uid"], series_uid=record["series_uid"]):
-            log.info("job started: pipeline %s, model %s, %d instances (run %d)", record["pipeline"],
-                     record["model"], record.get("instances", 0), record["runs"])
+    def _run_job(self, job_id: str, executor: Executor) -> None:
+        job = self._claim(job_id)
+        if job is None:
+            return
+        with bound(job_id=job_id, study_uid=job.study_uid, series_uid=job.series_uid):
+            log.info("job started: pipeline %s, model %s, %d instances (run %d)", job.pipeline, job.model,
+                     job.instances, job.runs)
             self.busy += 1
             try:
-                reply = child.run(self._request(job_id, record), self.config.worker.job_timeout_s, self.hard_stop)
+                reply = executor.run(self._request(job), self.config.worker.job_timeout_s, self.hard_stop)
             finally:
                 self.busy -= 1
-            if reply.outcome not in (Outcome.OK, Outcome.FAILED):
-                child.kill()  # crashed, hung or interrupted: never reuse it
-                child = _Child(self.config)
-            self._record(job_id, reply)
-        return child
+            self._record(job, reply)
 
-    def _request(self, job_id: str, record: dict[str, Any]) -> dict[str, Any]:
-        return {"job_id": job_id, "job_dir": str(self.spool.job_dir(job_id)), "pipeline": record["pipeline"],
-                "model_path": record["model_path"], "study_uid": record["study_uid"],
-                "series_uid": record["series_uid"], "uid_root": self.config.uid_root,
-                "settings": {**self._settings(record["pipeline"]), **self._route_settings(record["route"])}}
-
-    def _route_settings(self, name: str) -> dict[str, Any]:
-        """Per-route pipeline settings (``routes[].settings``), e.g. ``{dense: true}``."""
-        return next((dict(r.settings) for r in self.config.routes if r.name == name), {})
-
-    def _settings(self, pipeline: str) -> dict[str, Any]:
-        """The worker settings a pipeline understands (built-ins reject unknown keys)."""
+    def _request(self, job: Job) -> RunRequest:
         every = {"device": self.config.worker.device, "providers": list(self.config.worker.onnx_providers)}
-        wanted = _SETTING_KEYS.get(pipeline, tuple(every))
-        return {key: every[key] for key in wanted}
+        route = next((dict(r.settings) for r in self.config.routes if r.name == job.route), {})
+        return RunRequest(job_id=job.job_id, job_dir=str(self.store.job_dir(job.job_id)), pipeline=job.pipeline,
+                          model_path=job.model_path, study_uid=job.study_uid, series_uid=job.series_uid,
+                          uid_root=self.config.uid_root, settings={**worker_settings(job.pipeline, every), **route})
 
-    def _record(self, job_id: str, reply: Reply) -> None:
-        with self.spool.job_lock(job_id):
-            record = self.spool.read_job(job_id)
-            again = self._apply(record, reply)
-            self.spool.write_job(job_id, record)
-        if again:
-            self.submit(job_id)  # behind the jobs already waiting: a poison input blocks nobody
+    def _record(self, job: Job, reply: Reply) -> None:
+        after = self.store.change(job.job_id, partial(self._transition, reply))
+        self._report(after, reply)
+        if after.state is JobState.QUEUED and reply.outcome is Outcome.CRASHED:
+            self.submit(job.job_id)  # behind the jobs already waiting: a poison input blocks nobody
         elif reply.outcome is not Outcome.INTERRUPTED:
-            self.on_done(job_id)
+            self.on_done(job.job_id)
 
-    def _apply(self, record: dict[str, Any], reply: Reply) -> bool:
-        """Write the outcome into ``record``; True when the job goes back to the queue now."""
+    def _transition(self, reply: Reply, job: Job) -> Job:
+        if reply.outcome is Outcome.DONE:
+            return jobs.finish_run(job, reply.outputs, reply.findings, reply.seconds)
+        if reply.outcome is Outcome.CRASHED:
+            return jobs.crashed(job, reply.error, self.config.worker.max_crashes)
         if reply.outcome is Outcome.INTERRUPTED:
-            record["state"] = "queued"
-            log.warning("job interrupted by shutdown; requeued for the next start")
-        elif reply.outcome is Outcome.OK:
-            record.update(state="dispatching", outputs=reply.outputs, findings=reply.findings,
-                          pipeline_seconds=round(reply.seconds, 3), error="")
-            self.metrics.observe("dicomnode_pipeline_seconds", reply.seconds, pipeline=record["pipeline"])
-            log.info("job finished in %.1f s: %d outputs", reply.seconds, len(reply.outputs))
-        elif reply.outcome is Outcome.CRASHED:
-            return self._crashed(record, reply.error)
-        else:
-            record.update(state="failed", error=reply.error)
-            log.error("job failed: %s", reply.error)
-        return False
+            return jobs.interrupt(job)
+        return jobs.fail(job, reply.error)
 
-    def _crashed(self, record: dict[str, Any], how: str) -> bool:
-        """The child died running this job: retry on a fresh child up to ``max_crashes`` times."""
-        crashes, limit = record.get("crashes", 0) + 1, self.config.worker.max_crashes
-        record["crashes"] = crashes
-        self.metrics.inc("dicomnode_worker_crashes_total", pipeline=record["pipeline"])
-        if crashes < limit:
-            record.update(state="queued", error=f"worker process died ({how}) on run {record['runs']}; "
-                                                f"retrying on a fresh worker ({crashes} of {limit} crashes allowed)")
-            log.warning("worker process died (%s) running this job; requeued (crash %d of %d)", how, crashes, limit)
-            return True
-        record.update(state="failed", error=f"worker crashed {crashes} times ({how}); giving up "
-                                            f"(worker.max_crashes={limit}); `dicomnode jobs retry` runs it again")
-        log.error("job failed: worker crashed %d times (%s)", crashes, how)
-        return False
+    def _report(self, job: Job, reply: Reply) -> None:
+        """Log and count what happened (the record already says it)."""
+        if reply.outcome is Outcome.DONE:
+            self.metrics.observe("dicomnode_pipeline_seconds", reply.seconds, pipeline=job.pipeline)
+            log.info("job finished in %.1f s: %d outputs", reply.seconds, len(reply.outputs))
+        elif reply.outcome is Outcome.INTERRUPTED:
+            log.warning("job interrupted by shutdown; requeued for the next start")
+        elif reply.outcome is Outcome.CRASHED:
+            self.metrics.inc("dicomnode_worker_crashes_total", pipeline=job.pipeline)
+            if job.state is JobState.QUEUED:
+                log.warning("worker process died (%s) running this job; requeued (crash %d of %d)", reply.error,
+                            job.crashes, self.config.worker.max_crashes)
+            else:
+                log.error("job failed: %s", job.error)
+        else:
+            log.error("job failed: %s", reply.error)

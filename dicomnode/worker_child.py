@@ -16,9 +16,9 @@ import time
 import traceback
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
 
 from dicomnode.errors import DicomNodeError
+from dicomnode.executor import Outcome, Reply, RunRequest
 from dicomnode.inference.manifest import load_bundle
 from dicomnode.log import bound, configure_logging
 from dicomnode.pipelines import create_pipeline
@@ -47,23 +47,22 @@ def write_result(result: PipelineResult, outputs: Path) -> list[str]:
     return names
 
 
-def _run(request: dict[str, Any], cache: dict[tuple[str, str], Pipeline]) -> dict[str, Any]:
-    key = (request["pipeline"], request["model_path"])
+def _run(request: RunRequest, cache: dict[tuple[str, str], Pipeline]) -> Reply:
+    key = (request.pipeline, request.model_path)
     if key not in cache:
-        bundle = load_bundle(Path(request["model_path"]))
-        cache[key] = create_pipeline(request["pipeline"], bundle, request["settings"])
+        bundle = load_bundle(Path(request.model_path))
+        cache[key] = create_pipeline(request.pipeline, bundle, request.settings)
     pipeline = cache[key]
-    job_dir = Path(request["job_dir"])
+    job_dir = Path(request.job_dir)
     files = sorted((job_dir / "input").glob("*.dcm"))
-    ctx = PipelineContext(pipeline=request["pipeline"], study_uid=request["study_uid"],
-                          series_uid=request["series_uid"], workdir=job_dir / "work",
-                          uid_root=request["uid_root"], job_id=request["job_id"])
+    ctx = PipelineContext(pipeline=request.pipeline, study_uid=request.study_uid, series_uid=request.series_uid,
+                          workdir=job_dir / "work", uid_root=request.uid_root, job_id=request.job_id)
     ctx.workdir.mkdir(exist_ok=True)
     started = time.monotonic()
     result = pipeline.run(files, ctx)
     seconds = time.monotonic() - started
     names = write_result(result, job_dir / "outputs")
-    return {"ok": True, "outputs": names, "seconds": seconds, "findings": dict(result.findings)}
+    return Reply(Outcome.DONE, outputs=names, findings=dict(result.findings), seconds=seconds)
 
 
 def _die_with_parent() -> None:
@@ -86,13 +85,13 @@ def child_main(conn: Connection, log_format: str, log_level: str) -> None:
             request = conn.recv()
         except (EOFError, OSError):
             return
-        with bound(job_id=request["job_id"], study_uid=request["study_uid"], series_uid=request["series_uid"]):
+        with bound(job_id=request.job_id, study_uid=request.study_uid, series_uid=request.series_uid):
             try:
                 reply = _run(request, cache)
             except DicomNodeError as exc:
                 log.error("job failed: %s", exc)
-                reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+                reply = Reply(Outcome.FAILED, f"{type(exc).__name__}: {exc}")
             except Exception as exc:  # noqa: BLE001 - report every failure to the parent
                 log.error("job crashed: %s\n%s", exc, traceback.format_exc())
-                reply = {"ok": False, "error": f"internal error {type(exc).__name__}: {exc}"}
+                reply = Reply(Outcome.FAILED, f"internal error {type(exc).__name__}: {exc}")
         conn.send(reply)

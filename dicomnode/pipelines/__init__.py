@@ -17,13 +17,37 @@ from dicomnode.errors import ModelError, RoutingError
 from dicomnode.inference.manifest import ModelBundle
 from dicomnode.pipelines.base import Pipeline, PipelineFactory
 
-__all__ = ["available_pipelines", "create_pipeline", "register"]
+__all__ = ["available_pipelines", "create_pipeline", "register", "route_problem", "worker_settings"]
 
 _MODULES: dict[str, str] = {
     "mri-lln": "dicomnode.pipelines.mri_lln",
     "wsi-two-stage": "dicomnode.pipelines.wsi_two_stage",
 }
+#: The worker settings (``worker.*`` in the config) each built-in pipeline takes; built-ins
+#: reject keys they do not know, plug-ins get every setting.
+_SETTINGS: dict[str, tuple[str, ...]] = {"mri-lln": ("device",), "wsi-two-stage": ("providers",)}
 _EXTRA: dict[str, PipelineFactory] = {}
+
+
+def worker_settings(name: str, every: Mapping[str, Any]) -> dict[str, Any]:
+    """The subset of the worker settings ``every`` that pipeline ``name`` understands."""
+    return {key: every[key] for key in _SETTINGS.get(name, tuple(every))}
+
+
+def route_problem(name: str, model: str, task: str | None) -> str:
+    """Why a route naming pipeline ``name`` cannot run ("" if it can).
+
+    ``task`` is the task of the route's model bundle ``model`` (``None``: not loaded yet;
+    only the pipeline is checked). Plug-ins (``package.module:create``) are checked when
+    the worker creates them.
+    """
+    if ":" in name or name in _EXTRA:
+        return ""
+    if name not in available_pipelines():
+        return f"pipeline '{name}' is not installed (available: {', '.join(available_pipelines()) or 'none'})"
+    if task is not None and task != name:
+        return f"model '{model}' is for task '{task}', not '{name}'"
+    return ""
 
 
 def register(name: str, factory: PipelineFactory) -> None:

@@ -125,6 +125,8 @@ def test_check_config_reports_broken_bundle(tmp_path):
 
 
 def test_route_settings_reach_the_worker_request(tmp_path):
+    from dicomnode.jobs import new_job
+    from dicomnode.jobstore import FileJobStore
     from dicomnode.metrics import Metrics
     from dicomnode.spool import Spool
     from dicomnode.worker import Worker
@@ -132,7 +134,8 @@ def test_route_settings_reach_the_worker_request(tmp_path):
     routes = [{"name": "wsi-dense", "pipeline": "wsi-two-stage", "model": "wsi-ln-demo", "destinations": ["outbox"],
                "settings": {"dense": True}, "match": {"tag": "Modality", "equals": "SM"}}]
     config = _load(tmp_path, {"routes": routes, "spool": {"path": str(tmp_path / "spool")}})
-    worker = Worker(config, Spool(config.spool.path), Metrics(), lambda job_id: None)
-    request = worker._request("j1", {"pipeline": "wsi-two-stage", "route": "wsi-dense", "model_path": "m",
-                                     "study_uid": "1", "series_uid": "2"})
-    assert request["settings"] == {"providers": list(config.worker.onnx_providers), "dense": True}
+    worker = Worker(config, FileJobStore(Spool(config.spool.path)), Metrics(), lambda job_id: None)
+    job = new_job("j1", route="wsi-dense", pipeline="wsi-two-stage", model="wsi-ln-demo", model_path="m",
+                  model_version="1", study_uid="1", series_uid="2", instances=1, destinations=["outbox"], created=0)
+    request = worker._request(job)
+    assert request.settings == {"providers": list(config.worker.onnx_providers), "dense": True}
