@@ -18,10 +18,9 @@ import json
 import logging
 import os
 import shutil
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -107,8 +106,9 @@ class FileJobStore:
             before = self.get(job_id)
             after = transition(before)
             if after != before:
-                after = replace(after, updated=time.time())
-                self.spool.write_job(job_id, after.to_json())
+                record = after.to_json()
+                self.spool.write_job(job_id, record)  # stamps "updated"
+                after = Job.from_json(record)
         return after
 
     @contextmanager
