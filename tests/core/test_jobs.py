@@ -8,7 +8,7 @@ import pytest
 
 from dicomnode import jobs
 from dicomnode.errors import JobStateError
-from dicomnode.jobs import Delivery, DeliveryState, Job, JobState
+from dicomnode.jobs import Attempt, Delivery, DeliveryState, Job, JobState
 
 LIMITS = {"max_attempts": 3, "backoff_s": 2.0, "backoff_max_s": 5.0}
 
@@ -77,7 +77,8 @@ def test_illegal_transitions_raise(transition, state):
 
 def test_delivery_retries_with_growing_capped_backoff_then_dead():
     job = jobs.delivery_failed(_dispatching(), "pacs", "status 0xA700", 1000.0, **LIMITS)
-    assert job.destinations["pacs"] == Delivery(DeliveryState.RETRYING, 1, "status 0xA700", 1002.0)
+    assert job.destinations["pacs"] == Delivery(DeliveryState.RETRYING, 1, "status 0xA700", 1002.0,
+                                                history=(Attempt(1000.0, "status 0xA700", 2.0),))
     assert not job.destinations["pacs"].due(1001.0) and job.destinations["pacs"].due(1002.0)
     job = jobs.delivery_failed(job, "pacs", "status 0xC000", 1002.0, **{**LIMITS, "max_attempts": 4})
     assert job.destinations["pacs"].next_at == 1006.0  # 2 * 2**1
@@ -85,6 +86,7 @@ def test_delivery_retries_with_growing_capped_backoff_then_dead():
     assert job.destinations["pacs"].next_at == 1011.0  # 2 * 2**2 = 8, capped at 5
     job = jobs.delivery_failed(job, "pacs", "refused", 1011.0, **{**LIMITS, "max_attempts": 4})
     assert (job.destinations["pacs"].state, job.destinations["pacs"].attempts) == (DeliveryState.DEAD, 4)
+    assert [a.retry_in for a in job.destinations["pacs"].history] == [2.0, 4.0, 5.0, None]
     assert job.destinations["outbox"] == Delivery()  # the other destination is untouched
 
 
@@ -112,7 +114,8 @@ def test_retry_reruns_failed_and_rearms_unsent():
                                             **{**LIMITS, "max_attempts": 1}))
     rearmed = jobs.retry(dead)
     assert rearmed.state is JobState.DISPATCHING
-    assert rearmed.destinations["pacs"] == Delivery() and rearmed.destinations["outbox"].state is DeliveryState.SENT
+    assert rearmed.destinations["pacs"] == Delivery(history=dead.destinations["pacs"].history)  # history kept
+    assert rearmed.destinations["outbox"].state is DeliveryState.SENT
     done = jobs.settle(jobs.delivered(jobs.delivered(_dispatching(), "outbox", 1.0), "pacs", 1.0))
     with pytest.raises(JobStateError, match="nothing to re-send"):
         jobs.retry(done)
