@@ -10,16 +10,29 @@ import yaml
 from dicomnode.inference.manifest import ModelBundle, load_bundle, sha256_file
 
 MODEL_ID = "lln-t2-demo"
-VERSION = "0.1.0"
-FILES = ("nnunet/dataset.json", "nnunet/plans.json", "nnunet/fold_0/checkpoint_final.pth")
+#: 0.1.0 was fold 0 alone; 0.2.0 ensembles folds 0 and 1. Output UIDs derive from the
+#: version, so a different model never reuses the UIDs of another's results.
+VERSION = "0.2.0"
+FILES = ("nnunet/dataset.json", "nnunet/plans.json")
 INTENDED_USE = (
     "Demonstration of the dicomnode mri-lln pipeline: lateral lymph-node regions and nodes "
     "on T2 pelvic MR, trained on synthetic phantoms only. NOT FOR CLINICAL USE."
 )
 
 
+def _folds(out: Path) -> list[int]:
+    """The folds trained so far: every ``out/nnunet/fold_N`` with a checkpoint."""
+    found = out.glob("nnunet/fold_*/checkpoint_final.pth")
+    return sorted(int(p.parent.name.removeprefix("fold_")) for p in found)
+
+
 def write_bundle(out: Path) -> ModelBundle:
-    """Write ``out/model.yaml`` for the files already in ``out/nnunet`` and verify it."""
+    """Write ``out/model.yaml`` for the files already in ``out/nnunet`` and verify it.
+
+    Every fold present is listed (with its sha256) and ensembled (``input.folds``).
+    """
+    folds = _folds(out)
+    files = [*FILES, *(f"nnunet/fold_{f}/checkpoint_final.pth" for f in folds)]
     manifest: dict[str, Any] = {
         "id": MODEL_ID,
         "version": VERSION,
@@ -28,12 +41,12 @@ def write_bundle(out: Path) -> ModelBundle:
         "not_for_clinical_use": True,
         "intended_use": INTENDED_USE,
         "model_card": "MODEL_CARD.md",
-        "files": [{"path": rel, "sha256": sha256_file(out / rel)} for rel in FILES],
+        "files": [{"path": rel, "sha256": sha256_file(out / rel)} for rel in files],
         "input": {
             "modality": "MR",
             "model_folder": "nnunet",
             "configuration": "3d_fullres",
-            "folds": [0],
+            "folds": folds,
             "checkpoint": "checkpoint_final.pth",
             "use_mirroring": False,
         },
@@ -59,13 +72,25 @@ def _table(rows: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_card(out: Path, metrics: dict[str, Any], run: dict[str, Any]) -> None:
+def _fold_table(runs: dict[str, dict[str, Any]]) -> str:
+    """One column per fold: ``runs`` is ``training_run.json`` (``{"fold_0": {...}, ...}``)."""
+    folds = sorted(runs)
+    lines = ["| quantity | " + " | ".join(folds) + " |", "| --- |" + " --- |" * len(folds)]
+    for key in runs[folds[0]]:
+        cells = [runs[f].get(key, "") for f in folds]
+        shown = [f"{v:.3f}" if isinstance(v, float) else str(v) for v in cells]
+        lines.append(f"| {key} | " + " | ".join(shown) + " |")
+    return "\n".join(lines)
+
+
+def write_card(out: Path, metrics: dict[str, Any], runs: dict[str, dict[str, Any]]) -> None:
     """Write ``out/MODEL_CARD.md`` from the template next to this file."""
     template = (Path(__file__).parent / "MODEL_CARD.template.md").read_text()
     text = template.format(
         model_id=MODEL_ID,
         version=VERSION,
         metrics=_table(metrics),
-        run=_table(run),
+        run=_fold_table(runs),
+        folds=", ".join(str(f) for f in _folds(out)),
     )
     (out / "MODEL_CARD.md").write_text(text)

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -32,6 +33,10 @@ logger = logging.getLogger("lln_t2_demo.train")
 TRAIN_SEEDS = range(1000, 1024)
 VAL_SEEDS = range(2000, 2004)
 TEST_SEEDS = range(9000, 9012)
+#: Validation cases of each fold; a fold trains on the other 24 of the 28 cases. Fold 0 keeps
+#: the split the bundle was first trained with; later folds hold out other training seeds,
+#: as nnU-Net's cross-validation does, so their ensemble is a (small) 5-fold-style ensemble.
+FOLD_VAL_SEEDS = {0: VAL_SEEDS, 1: range(1020, 1024)}
 CONFIGURATION = "3d_fullres"
 PLANS = "nnUNetPlansTiny"
 
@@ -53,8 +58,16 @@ def _plan_and_preprocess(dataset_id: int) -> None:
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env)
 
 
-def _tiny_plans(pp: Path, patch: list[int]) -> dict:
-    """CPU-sized 4-stage U-Net (features 8/16/32/64) reusing the preprocessed data."""
+def _tiny_plans(pp: Path, patch: list[int], bundle_plans: Path | None = None) -> dict:
+    """CPU-sized 4-stage U-Net (features 8/16/32/64) reusing the preprocessed data.
+
+    ``bundle_plans``: the plans of folds already in the bundle. Another fold must be trained
+    with exactly these (same network, same preprocessing) or the folds cannot be ensembled.
+    """
+    if bundle_plans is not None and bundle_plans.is_file():
+        plans = json.loads(bundle_plans.read_text())
+        (pp / f"{PLANS}.json").write_text(json.dumps(plans, indent=1))
+        return plans
     plans = json.loads((pp / "nnUNetPlans.json").read_text())
     plans["plans_name"] = PLANS
     conf = plans["configurations"][CONFIGURATION]  # keeps data_identifier → same data
@@ -74,19 +87,27 @@ def _tiny_plans(pp: Path, patch: list[int]) -> dict:
     return plans
 
 
-def _train(pp: Path, plans: dict, threads: int) -> tuple[Path, dict[str, float]]:
+def _splits() -> list[dict[str, list[str]]]:
+    """nnU-Net ``splits_final.json``: one train/val split per fold of ``FOLD_VAL_SEEDS``."""
+    every = [*TRAIN_SEEDS, *VAL_SEEDS]
+    ids = lambda seeds: [f"lln_{s:05d}" for s in seeds]  # noqa: E731
+    return [
+        {"train": ids(s for s in every if s not in FOLD_VAL_SEEDS[f]), "val": ids(FOLD_VAL_SEEDS[f])}
+        for f in sorted(FOLD_VAL_SEEDS)
+    ]
+
+
+def _train(pp: Path, plans: dict, threads: int, fold: int) -> tuple[Path, dict[str, float]]:
     import torch
     from trainer import nnUNetTrainer_LLNDemo
 
-    ids = lambda seeds: [f"lln_{s:05d}" for s in seeds]  # noqa: E731
-    splits = [{"train": ids(TRAIN_SEEDS), "val": ids(VAL_SEEDS)}]
-    (pp / "splits_final.json").write_text(json.dumps(splits, indent=1))
+    (pp / "splits_final.json").write_text(json.dumps(_splits(), indent=1))
     torch.set_num_threads(threads)
-    torch.manual_seed(0)
+    torch.manual_seed(fold)
     plans = dict(plans, continue_training=False)  # nnU-Net 2.8 pops this key
     dataset_json = json.loads((pp / "dataset.json").read_text())
     trainer = nnUNetTrainer_LLNDemo(
-        plans=plans, configuration=CONFIGURATION, fold=0, dataset_json=dataset_json,
+        plans=plans, configuration=CONFIGURATION, fold=fold, dataset_json=dataset_json,
         device=torch.device("cpu"),
     )  # fmt: skip
     trainer.run_training()
@@ -102,22 +123,33 @@ def _train(pp: Path, plans: dict, threads: int) -> tuple[Path, dict[str, float]]
     return Path(trainer.output_folder_base), final
 
 
-def _slim(results: Path, dest: Path) -> None:
-    """Copy dataset/plans and keep only what nnUNetPredictor needs from the checkpoint."""
+def _slim(results: Path, dest: Path, fold: int) -> None:
+    """Copy dataset/plans and keep only what nnUNetPredictor needs from the checkpoint.
+
+    Raises
+    ------
+    SystemExit
+        ``dest`` already holds other folds whose dataset.json/plans.json differ.
+    """
     import torch
 
     dest.mkdir(parents=True, exist_ok=True)
     for name in ("dataset.json", "plans.json"):
-        shutil.copy(results / name, dest / name)
-    full = torch.load(results / "fold_0" / "checkpoint_final.pth", weights_only=False)
+        new = json.loads((results / name).read_text())
+        if (dest / name).is_file() and json.loads((dest / name).read_text()) != new:
+            raise SystemExit(f"{results / name} differs from {dest / name}: folds could not be ensembled")
+        if not (dest / name).is_file():
+            shutil.copy(results / name, dest / name)
+    full = torch.load(results / f"fold_{fold}" / "checkpoint_final.pth", weights_only=False)
     keep = ("network_weights", "init_args", "trainer_name", "inference_allowed_mirroring_axes")
     slim = {k: full[k] for k in keep}
     # Same network builder as the registered ancestor, so stock nnU-Net finds it by name.
     slim["trainer_name"] = "nnUNetTrainerNoMirroring"
     slim["init_args"] = dict(slim["init_args"], device="cpu")
-    (dest / "fold_0").mkdir(exist_ok=True)
-    torch.save(slim, dest / "fold_0" / "checkpoint_final.pth")
-    torch.load(dest / "fold_0" / "checkpoint_final.pth", weights_only=True)  # must pass
+    target = dest / f"fold_{fold}" / "checkpoint_final.pth"
+    target.parent.mkdir(exist_ok=True)
+    torch.save(slim, target)
+    torch.load(target, weights_only=True)  # must pass
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -127,6 +159,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--iters", type=int, default=50, help="iterations per epoch")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--fold", type=int, default=0, choices=sorted(FOLD_VAL_SEEDS),
+                        help="fold to train; written beside the folds already in --out")
     parser.add_argument("--max-minutes", type=float, help="stop training after this budget")
     parser.add_argument("--reuse-preprocessed", action="store_true", help="skip data + planning (same --work)")
     parser.add_argument("--patch", type=int, nargs=3, default=[24, 64, 64])
@@ -146,32 +180,55 @@ def main(argv: list[str] | None = None) -> int:
     from data import DATASET_ID, DATASET_NAME, write_raw_dataset
 
     if args.evaluate_only:
-        return _evaluate(args, json.loads((args.out / "training_run.json").read_text()))
+        return _evaluate(args, _read_runs(args.out))
     t0 = time.perf_counter()
     if not args.reuse_preprocessed:
         write_raw_dataset(work / "raw", list(TRAIN_SEEDS) + list(VAL_SEEDS))
         _plan_and_preprocess(DATASET_ID)
     pp = work / "preprocessed" / DATASET_NAME
-    plans = _tiny_plans(pp, list(args.patch))
+    plans = _tiny_plans(pp, list(args.patch), args.out / "nnunet" / "plans.json" if args.fold else None)
     t1 = time.perf_counter()
     prep = "reused" if args.reuse_preprocessed else round(t1 - t0, 1)
-    results, final = _train(pp, plans, args.threads)
+    results, final = _train(pp, plans, args.threads, args.fold)
     t2 = time.perf_counter()
-    _slim(results, args.out / "nnunet")
+    _slim(results, args.out / "nnunet", args.fold)
+    fold_val = FOLD_VAL_SEEDS[args.fold]
     run = {
         "epochs": args.epochs, "iterations_per_epoch": args.iters, "patch_size": args.patch,
-        "train_cases": len(TRAIN_SEEDS), "val_cases": len(VAL_SEEDS),
+        "train_cases": len(TRAIN_SEEDS) + len(VAL_SEEDS) - len(fold_val), "val_cases": len(fold_val),
         "data_and_preprocessing_s": prep, "training_s": round(t2 - t1, 1),
-        "train_seeds": f"{TRAIN_SEEDS.start}-{TRAIN_SEEDS.stop - 1}",
-        "val_seeds": f"{VAL_SEEDS.start}-{VAL_SEEDS.stop - 1}",
+        "train_seeds": _seed_text(s for s in [*TRAIN_SEEDS, *VAL_SEEDS] if s not in fold_val),
+        "val_seeds": _seed_text(fold_val),
         "test_seeds": f"{TEST_SEEDS.start}-{TEST_SEEDS.stop - 1}",
         **final,
     }  # fmt: skip
-    (args.out / "training_run.json").write_text(json.dumps(run, indent=1))
-    return _evaluate(args, run)
+    runs = _read_runs(args.out)
+    runs[f"fold_{args.fold}"] = run
+    (args.out / "training_run.json").write_text(json.dumps(runs, indent=1))
+    return _evaluate(args, runs)
 
 
-def _evaluate(args: argparse.Namespace, run: dict) -> int:
+def _seed_text(seeds: Iterable[int]) -> str:
+    """``1000-1019, 2000-2003``: runs of consecutive seeds."""
+    runs: list[list[int]] = []
+    for seed in sorted(seeds):
+        if runs and seed == runs[-1][-1] + 1:
+            runs[-1].append(seed)
+        else:
+            runs.append([seed])
+    return ", ".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs)
+
+
+def _read_runs(out: Path) -> dict[str, dict]:
+    """``training_run.json`` by fold (a file from a one-fold recipe counts as fold 0)."""
+    path = out / "training_run.json"
+    if not path.is_file():
+        return {}
+    runs = json.loads(path.read_text())
+    return runs if all(k.startswith("fold_") for k in runs) else {"fold_0": runs}
+
+
+def _evaluate(args: argparse.Namespace, runs: dict[str, dict]) -> int:
     from bundle import write_bundle, write_card
     from evaluate import evaluate, metrics
 
@@ -179,7 +236,7 @@ def _evaluate(args: argparse.Namespace, run: dict) -> int:
 
     bundle = write_bundle(args.out)
     tally = evaluate(NnUNetRunner(bundle, device="cpu", threads=args.threads), list(TEST_SEEDS))
-    write_card(args.out, metrics(tally), run)
+    write_card(args.out, metrics(tally), runs)
     (args.out / "evaluation.json").write_text(json.dumps(metrics(tally), indent=1))
     logger.info("bundle written to %s; metrics %s", args.out, metrics(tally))
     return 0
