@@ -41,8 +41,10 @@ def test_runner_equals_nnunet_cli(tmp_path: Path, runner: NnUNetRunner) -> None:
     (tmp_path / "in").mkdir()
     sitk.WriteImage(image, str(tmp_path / "in" / "case_0000.nii.gz"))
     env = dict(os.environ, nnUNet_def_n_proc="1", nnUNet_n_proc_DA="0", nnUNet_compile="f")
+    folds = [str(f) for f in runner.folds]  # the manifest's folds, ensembled by both
+    assert folds == [str(f) for f in load_bundle(BUNDLE).input["folds"]]
     cmd = [str(CLI), "-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"),
-           "-m", str(BUNDLE / "nnunet"), "-f", "0", "--disable_tta", "-device", "cpu",
+           "-m", str(BUNDLE / "nnunet"), "-f", *folds, "--disable_tta", "-device", "cpu",
            "-npp", "1", "-nps", "1"]  # fmt: skip
     subprocess.run(cmd, check=True, env=env, capture_output=True, timeout=600)
     cli = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out" / "case.nii.gz")))
