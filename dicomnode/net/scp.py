@@ -124,8 +124,16 @@ class StorageSCP:
         return port
 
     def stop(self) -> None:
-        """Stop accepting associations and close the running ones."""
+        """Stop accepting associations and close the running ones.
+
+        Open associations are aborted: every instance acknowledged so far is on disk, and
+        an unacknowledged one is the sender's to send again. Left open, an idle
+        association would keep the process alive until its network timeout (pynetdicom's
+        association threads are not daemons).
+        """
         if self.server is not None:
+            for assoc in list(self.server.active_associations):
+                assoc.abort()
             self.server.shutdown()
             self.server = None
 
