@@ -31,7 +31,7 @@ from dicomnode.net.scu import send_files
 from dicomnode.net.stow import stow_files
 from dicomnode.spool import atomic_write
 
-__all__ = ["Dispatcher", "folder_target"]
+__all__ = ["Dispatcher", "find_results", "folder_target"]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,12 @@ def folder_target(dest: Destination, job: Job) -> Path:
     if dest.path is None:
         raise DispatchError(f"folder destination '{dest.name}' has no path", destination=dest.name)
     return dest.path / job.study_uid / job.series_uid / job.pipeline
+
+
+def find_results(root: Path, series_uid: str) -> list[Path]:
+    """The ``result.json`` files, then the ``error.json`` files, of a source series under a
+    folder destination's ``root`` (the layout of :func:`folder_target`)."""
+    return [p for name in ("result.json", "error.json") for p in sorted(root.glob(f"*/{series_uid}/*/{name}"))]
 
 
 def _to_folder(dest: Destination, job: Job, outputs: Path) -> int:

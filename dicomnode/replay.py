@@ -22,9 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import pydicom
-from pynetdicom import AE
 
+from dicomnode.config import Destination
+from dicomnode.dispatch import find_results
+from dicomnode.errors import DispatchError
 from dicomnode.net import status as st
+from dicomnode.net.scu import open_association, store
 
 __all__ = ["ReplayFile", "add_replay_arguments", "replay_command", "scan", "send"]
 
@@ -94,56 +97,56 @@ class _Progress:
 def _store_one(assoc: Any, item: ReplayFile) -> str:
     """Status text of one C-STORE ("no response" when the association dropped)."""
     try:
-        answer = assoc.send_c_store(item.path)
+        code = store(assoc, item.path)
     except (ValueError, RuntimeError) as exc:
         return f"not sent: {exc}"[:80]
-    code = int(answer.Status) if "Status" in answer else None
     return "no response" if code is None else st.describe(code)
 
 
-def _send_chunk(files: list[ReplayFile], host: str, port: int, calling: str, called: str,
-                progress: _Progress) -> Counter[str]:
-    """Send ``files`` over one association; when an instance gets no answer (the peer
-    dropped the association), associate again and re-send it once (a duplicate is
-    harmless: same SOP Instance UID)."""
-    ae = AE(ae_title=calling)
-    for sop_class, syntax in sorted({(f.sop_class, f.syntax) for f in files}):
-        ae.add_requested_context(sop_class, syntax)
+def _again(peer: Destination, contexts: list[tuple[str, str]], assoc: Any, item: ReplayFile) -> tuple[Any, str]:
+    """The peer dropped the association on ``item``: associate again and re-send it once
+    (a duplicate is harmless: same SOP Instance UID)."""
+    sys.stderr.write(f"\nno answer from {peer.host}:{peer.port} for {item.path} (association dropped); "
+                     "associating again\n")
+    if assoc.is_established:  # our side may not have seen the peer's A-ABORT yet
+        assoc.abort()
+    assoc = open_association(peer, contexts)
+    return assoc, _store_one(assoc, item)
+
+
+def _send_chunk(files: list[ReplayFile], peer: Destination, progress: _Progress) -> Counter[str]:
+    """Send ``files`` over one association proposing exactly their contexts."""
+    contexts = sorted({(f.sop_class, f.syntax) for f in files})
     statuses: Counter[str] = Counter()
-    assoc = ae.associate(host, port, ae_title=called)
+    assoc = None
     try:
-        for index, item in enumerate(files):
-            if not assoc.is_established:
-                why = "rejected" if assoc.is_rejected else "aborted (no presentation context accepted?)"
-                statuses[f"association {why}"] += len(files) - index
-                return statuses
+        assoc = open_association(peer, contexts)
+        for item in files:
             status = _store_one(assoc, item)
             if status == "no response":  # aborted by the peer, timed out or garbled: start afresh
-                sys.stderr.write(f"\nno answer from {host}:{port} for {item.path} (association dropped); "
-                                 "associating again\n")
-                if assoc.is_established:  # our side may not have seen the peer's A-ABORT yet
-                    assoc.abort()
-                assoc = ae.associate(host, port, ae_title=called)
-                status = _store_one(assoc, item) if assoc.is_established else status
+                assoc, status = _again(peer, contexts, assoc, item)
             statuses[status] += 1
             progress.step(item.size)
+    except DispatchError as exc:  # no association (at all, or again after a drop)
+        statuses[f"not sent: {exc}"] += len(files) - sum(statuses.values())
     finally:
-        if assoc.is_established:
+        if assoc is not None and assoc.is_established:
             assoc.release()
     return statuses
 
 
 def send(files: list[ReplayFile], host: str, port: int, *, calling: str = "REPLAY", called: str = "DICOMNODE",
-         concurrency: int = 1, quiet: bool = True) -> Counter[str]:
+         concurrency: int = 1, quiet: bool = True, timeout_s: float = 60.0) -> Counter[str]:
     """Send ``files`` over ``concurrency`` associations; return a count per status text."""
     progress = _Progress(len(files), sum(f.size for f in files), quiet)
+    peer = Destination(name="replay", type="dimse", ae_title=called, host=host, port=port, calling_ae_title=calling,
+                       timeout_s=timeout_s)
     chunks: list[list[ReplayFile]] = [[] for _ in range(max(1, concurrency))]
     for i, item in enumerate(files):
         chunks[i % len(chunks)].append(item)
     total: Counter[str] = Counter()
     with ThreadPoolExecutor(len(chunks)) as pool:
-        for result in pool.map(lambda c: _send_chunk(c, host, port, calling, called, progress),
-                               [c for c in chunks if c]):
+        for result in pool.map(lambda c: _send_chunk(c, peer, progress), [c for c in chunks if c]):
             total.update(result)
     if not quiet:
         progress.draw()
@@ -152,12 +155,11 @@ def send(files: list[ReplayFile], host: str, port: int, *, calling: str = "REPLA
 
 
 def _result_of(folder: Path, series_uid: str) -> dict[str, object] | None:
-    for name in ("result.json", "error.json"):
-        for path in folder.glob(f"*/{series_uid}/*/{name}"):
-            try:
-                return dict(json.loads(path.read_text()), _kind=name)
-            except ValueError:
-                return None
+    for path in find_results(folder, series_uid):
+        try:
+            return dict(json.loads(path.read_text()), _kind=path.name)
+        except ValueError:
+            return None
     return None
 
 

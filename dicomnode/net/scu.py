@@ -1,4 +1,11 @@
-"""Storage SCU: send files to a DIMSE destination, checking every response status."""
+"""Storage SCU: the one C-STORE/C-ECHO client of dicomnode.
+
+:func:`open_association` proposes exactly the presentation contexts it is given and says
+why an association failed (reject reason, TLS error, no answer); :func:`store` sends one
+instance. The dispatcher (:func:`send_files`: strict, every status checked) and
+``dicomnode replay`` (counts statuses, re-associates once when the peer drops) build on
+these two.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +23,7 @@ from dicomnode.config import Destination, TlsConfig
 from dicomnode.errors import DispatchError
 from dicomnode.net import status as st
 
-__all__ = ["client_ssl_context", "echo", "send_files"]
+__all__ = ["client_ssl_context", "echo", "open_association", "send_files", "store"]
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +79,7 @@ def client_ssl_context(tls: TlsConfig) -> ssl.SSLContext | None:
 
 
 def _contexts(datasets: Iterable[Any]) -> list[tuple[str, str]]:
-    pairs = {(str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID)) for ds in datasets}
-    if len(pairs) > 128:
-        raise DispatchError("more than 128 presentation contexts needed in one association")
-    return sorted(pairs)
+    return sorted({(str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID)) for ds in datasets})
 
 
 def _why_not_established(assoc: Any, transitions: list[tuple[str, str]], tls: ssl.SSLContext | None,
@@ -121,6 +125,32 @@ def _new_ae(dest: Destination) -> AE:
     return ae
 
 
+def open_association(dest: Destination, contexts: Iterable[tuple[str, str]]) -> Any:
+    """An established association to ``dest`` proposing exactly ``contexts``
+    (SOP class, transfer syntax): one presentation context each, nothing converted.
+
+    Raises
+    ------
+    DispatchError
+        More than 128 contexts, or the association was not established (the message
+        says why: reject reason, TLS failure, nothing listening, no answer).
+    """
+    pairs = sorted(set(contexts))
+    if len(pairs) > 128:
+        raise DispatchError("more than 128 presentation contexts needed in one association", destination=dest.name)
+    ae = _new_ae(dest)
+    for sop_class, syntax in pairs:
+        ae.add_requested_context(sop_class, syntax)
+    return _associate(ae, dest)
+
+
+def store(assoc: Any, item: Path | pydicom.Dataset) -> int | None:
+    """C-STORE one instance; its DIMSE status, or ``None`` when no answer came (the
+    association was aborted, timed out or the answer was garbled)."""
+    answer = assoc.send_c_store(item)
+    return int(answer.Status) if "Status" in answer else None
+
+
 def send_files(dest: Destination, files: Sequence[Path]) -> int:
     """C-STORE ``files`` to ``dest`` in one association; return the number sent.
 
@@ -130,14 +160,10 @@ def send_files(dest: Destination, files: Sequence[Path]) -> int:
         The association failed, or any instance got a non-success status.
     """
     datasets = [pydicom.dcmread(f) for f in files]
-    ae = _new_ae(dest)
-    for sop_class, syntax in _contexts(datasets):
-        ae.add_requested_context(sop_class, syntax)
-    assoc = _associate(ae, dest)
+    assoc = open_association(dest, _contexts(datasets))
     try:
         for ds in datasets:
-            answer = assoc.send_c_store(ds)
-            code = int(answer.Status) if "Status" in answer else None
+            code = store(assoc, ds)
             if code is None:
                 raise DispatchError(f"no C-STORE response from {_peer(dest)} for {ds.SOPInstanceUID}",
                                     destination=dest.name)
