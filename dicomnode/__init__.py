@@ -5,9 +5,11 @@ images to a two-stage ONNX model, and sends DICOM SEG + TID 1500 SR back to PACS
 Demo models are synthetic and NOT FOR CLINICAL USE.
 """
 
+from importlib.metadata import version
+
 from dicomnode.config import Config, load_config
 from dicomnode.errors import DicomNodeError
 
-__version__ = "0.1.0"
+__version__ = version("dicomnode")  # pyproject.toml is the one home of the version
 
 __all__ = ["Config", "DicomNodeError", "__version__", "load_config"]

@@ -1,15 +1,14 @@
-"""``dicomnode replay``: push files and folders into a node over C-STORE.
+"""Push files and folders into a node over C-STORE (``dicomnode replay``; the command
+line is :mod:`dicomnode.cli.replay`).
 
 Files are read header-only to learn their SOP class and transfer syntax, so each
 association proposes exactly the presentation contexts needed (SEG and label-map SEG
-included). ``--concurrency N`` spreads files over N associations. With
-``--wait-results DIR`` it then waits for the node's outputs in a folder destination and
-prints a findings table.
+included); several associations can share the files. :func:`wait_results` waits for the
+node's outputs in a folder destination.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import threading
@@ -29,7 +28,7 @@ from dicomnode.errors import DispatchError
 from dicomnode.net import status as st
 from dicomnode.net.scu import open_association, store
 
-__all__ = ["ReplayFile", "add_replay_arguments", "replay_command", "scan", "send"]
+__all__ = ["ReplayFile", "scan", "send", "wait_results"]
 
 
 @dataclass(frozen=True)
@@ -40,18 +39,6 @@ class ReplayFile:
     series_uid: str
     study_uid: str
     size: int
-
-
-def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("paths", nargs="+", type=Path, help="DICOM files or folders (recursive)")
-    parser.add_argument("--to", required=True, metavar="HOST:PORT")
-    parser.add_argument("--calling-aet", default="REPLAY")
-    parser.add_argument("--called-aet", default="DICOMNODE")
-    parser.add_argument("--concurrency", type=int, default=1, help="parallel associations")
-    parser.add_argument("--wait-results", type=Path, metavar="DIR",
-                        help="wait for outputs in this folder destination and print findings")
-    parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for results")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def scan(paths: Sequence[Path]) -> tuple[list[ReplayFile], list[str]]:
@@ -173,57 +160,3 @@ def wait_results(folder: Path, series: set[str], timeout_s: float) -> dict[str, 
                 results[uid] = found
         time.sleep(0.5)
     return results
-
-
-def summarise(findings: dict[str, object]) -> str:
-    """One line for a findings table: MRI LLN status, WSI slide class, or the JSON."""
-    if "summary" in findings:
-        return str(findings["summary"])
-    if "lln_status" in findings:
-        return (f"LLN {findings['lln_status']}: {findings.get('n_nodes')} node(s), "
-                f"{findings.get('n_positive')} positive")
-    if "class" in findings:
-        return (f"slide class {findings['class']}, largest deposit {findings.get('largest_deposit_mm')} mm, "
-                f"tissue {findings.get('tissue_area_mm2')} mm²")
-    return json.dumps(findings)[:120]
-
-
-def print_findings(results: dict[str, dict[str, object]], series: set[str]) -> None:
-    print(f"\n{'SERIES':<66} {'PIPELINE':<14} RESULT")
-    for uid in sorted(series):
-        res = results.get(uid)
-        if res is None:
-            print(f"{uid:<66} {'-':<14} no result (unrouted, still running, or timed out)")
-            continue
-        if res["_kind"] == "error.json":
-            print(f"{uid:<66} {str(res.get('pipeline')):<14} ERROR {res.get('error')}")
-            continue
-        findings = res.get("findings") or {}
-        assert isinstance(findings, dict)
-        print(f"{uid:<66} {str(res.get('pipeline')):<14} {summarise(findings)}")
-        for node in findings.get("nodes", []) if isinstance(findings.get("nodes"), list) else []:
-            print(f"{'':<66} {'':<14}   {node.get('tracking_id')}: {node.get('side')} {node.get('station')}, "
-                  f"short {node.get('short_axis_mm')} mm, long {node.get('long_axis_mm')} mm, "
-                  f"{node.get('status')} ({', '.join(node.get('reasons') or []) or 'no positive criterion'})")
-
-
-def replay_command(args: argparse.Namespace) -> int:
-    host, _, port = str(args.to).rpartition(":")
-    files, skipped = scan(args.paths)
-    if not files:
-        print(f"replay: no DICOM files under {', '.join(map(str, args.paths))}", file=sys.stderr)
-        return 2
-    series = {f.series_uid for f in files}
-    print(f"sending {len(files)} instances of {len(series)} series to {args.called_aet}@{args.to}"
-          + (f" ({len(skipped)} non-DICOM files skipped)" if skipped else ""), file=sys.stderr)
-    statuses = send(files, host, int(port), calling=args.calling_aet, called=args.called_aet,
-                    concurrency=args.concurrency, quiet=args.quiet)
-    for text, count in sorted(statuses.items()):
-        print(f"  {count:>6}  {text}")
-    failed = sum(c for t, c in statuses.items() if not t.startswith(("0x0000", "0xB")))
-    if args.wait_results:
-        results = wait_results(args.wait_results, series, args.timeout)
-        print_findings(results, series)
-        if not results or any(r["_kind"] == "error.json" for r in results.values()):
-            return 1
-    return 1 if failed else 0

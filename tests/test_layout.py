@@ -29,7 +29,7 @@ LAYERS = {
     "dicom": 2, "inference": 2, "net": 2, "outputs": 2,
     "pipelines": 3, "synth": 4,
     "assembler": 5, "executor": 5, "worker": 5, "worker_child": 5, "dispatch": 5, "node": 5, "replay": 5,
-    "evaluate": 6, "cli": 7, "jobs_cli": 7,
+    "evaluate": 6, "cli": 7,
 }
 
 

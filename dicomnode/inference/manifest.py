@@ -20,9 +20,8 @@ import yaml
 
 from dicomnode.errors import ModelError
 
-__all__ = ["BACKENDS", "TASKS", "ModelBundle", "load_bundle", "sha256_file"]
+__all__ = ["BACKENDS", "ModelBundle", "load_bundle", "sha256_file"]
 
-TASKS = ("mri-lln", "wsi-two-stage")  # built-in tasks; plug-in pipelines ("module:function") may name others
 BACKENDS = ("nnunetv2", "onnx", "python")
 _REQUIRED = ("id", "version", "task", "backend", "files", "intended_use")
 
@@ -92,7 +91,7 @@ def _read_manifest(root: Path) -> dict[str, Any]:
     if missing:
         raise ModelError(f"{manifest}: missing required key(s) {', '.join(missing)}")
     if not isinstance(data["task"], str) or not data["task"]:
-        raise ModelError(f"{manifest}: task must name a pipeline, e.g. one of {TASKS}")
+        raise ModelError(f"{manifest}: task must name the pipeline the bundle is for (see models/README.md)")
     if data["backend"] not in BACKENDS:
         raise ModelError(f"{manifest}: backend {data['backend']!r} unknown; use one of {BACKENDS}")
     return data

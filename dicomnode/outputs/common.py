@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import MutableMapping
+from importlib.metadata import version
 
 from pydicom import Dataset
 
@@ -19,7 +20,7 @@ __all__ = [
 ]
 
 MANUFACTURER = "dicomnode"
-SOFTWARE_VERSION = "0.1.0"
+SOFTWARE_VERSION = version("dicomnode")  # SoftwareVersions of every output; pyproject.toml sets it
 NOT_FOR_CLINICAL_USE = "NOT FOR CLINICAL USE"
 #: Type 2 Patient/Study attributes every output copies from its source; some sources leave
 #: them out, and an empty value is what the standard asks for when unknown.

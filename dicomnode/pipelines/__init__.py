@@ -19,19 +19,20 @@ from dicomnode.pipelines.base import Pipeline, PipelineFactory
 
 __all__ = ["available_pipelines", "create_pipeline", "register", "route_problem", "worker_settings"]
 
-_MODULES: dict[str, str] = {
-    "mri-lln": "dicomnode.pipelines.mri_lln",
-    "wsi-two-stage": "dicomnode.pipelines.wsi_two_stage",
+#: The built-in pipelines: name → (module exposing ``create``, the worker settings it
+#: takes). The one list of pipeline names; a new pipeline is one folder and one line here.
+#: Built-ins reject settings they do not know, so each gets only its own; plug-ins get all.
+_BUILTIN: dict[str, tuple[str, tuple[str, ...]]] = {
+    "mri-lln": ("dicomnode.pipelines.mri_lln", ("device",)),
+    "wsi-two-stage": ("dicomnode.pipelines.wsi_two_stage", ("providers",)),
 }
-#: The worker settings (``worker.*`` in the config) each built-in pipeline takes; built-ins
-#: reject keys they do not know, plug-ins get every setting.
-_SETTINGS: dict[str, tuple[str, ...]] = {"mri-lln": ("device",), "wsi-two-stage": ("providers",)}
 _EXTRA: dict[str, PipelineFactory] = {}
 
 
 def worker_settings(name: str, every: Mapping[str, Any]) -> dict[str, Any]:
     """The subset of the worker settings ``every`` that pipeline ``name`` understands."""
-    return {key: every[key] for key in _SETTINGS.get(name, tuple(every))}
+    wanted = _BUILTIN[name][1] if name in _BUILTIN else tuple(every)
+    return {key: every[key] for key in wanted}
 
 
 def route_problem(name: str, model: str, task: str | None) -> str:
@@ -57,7 +58,7 @@ def register(name: str, factory: PipelineFactory) -> None:
 
 def available_pipelines() -> list[str]:
     """Names of the pipelines that can be created in this installation."""
-    found = [n for n, mod in _MODULES.items() if importlib.util.find_spec(mod) is not None]
+    found = [n for n, (mod, _) in _BUILTIN.items() if importlib.util.find_spec(mod) is not None]
     return sorted({*found, *_EXTRA})
 
 
@@ -86,5 +87,5 @@ def create_pipeline(name: str, bundle: ModelBundle, settings: Mapping[str, Any])
         )
     if bundle.task != name:
         raise ModelError(f"model '{bundle.id}' is for task '{bundle.task}', not pipeline '{name}'")
-    module = importlib.import_module(_MODULES[name])
+    module = importlib.import_module(_BUILTIN[name][0])
     return cast(PipelineFactory, module.create)(bundle, settings)

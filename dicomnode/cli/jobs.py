@@ -5,15 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
+from typing import Any
 
 from dicomnode import jobs
-from dicomnode.config import Config
+from dicomnode.cli.common import load
 from dicomnode.errors import JobStateError, SpoolError
 from dicomnode.jobs import Job
 from dicomnode.jobstore import FileJobStore
 from dicomnode.spool import Spool
 
-__all__ = ["jobs_command"]
+__all__ = ["add_parser", "run"]
 
 
 def _row(job: Job) -> str:
@@ -49,9 +51,18 @@ def _retry(store: FileJobStore, job_id: str) -> int:
     return 0
 
 
-def jobs_command(config: Config, args: argparse.Namespace) -> int:
+def add_parser(sub: Any) -> None:
+    parser = sub.add_parser("jobs", help="list jobs, show one, or re-send a failed delivery")
+    parser.add_argument("action", nargs="?", default="list", choices=("list", "show", "retry"))
+    parser.add_argument("job_id", nargs="?")
+    parser.add_argument("--config", type=Path)
+    parser.add_argument("--state", help="only jobs in this state")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
     """Run ``jobs list|show|retry``; returns the exit code."""
-    store = FileJobStore(Spool(config.spool.path))
+    store = FileJobStore(Spool(load(args).spool.path))
     if args.action == "list":
         return _list(store, args.state)
     if not args.job_id:

@@ -1,0 +1,31 @@
+"""``dicomnode check-config FILE``: validate a YAML config and its model bundles."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from dicomnode.config import load_config
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(sub: Any) -> None:
+    parser = sub.add_parser("check-config", help="validate a YAML config and its model bundles")
+    parser.add_argument("file", type=Path)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from dicomnode.node import check_routes  # noqa: PLC0415
+
+    config = load_config(args.file)
+    problems = {k: v for k, v in check_routes(config).items() if v}
+    for route, problem in problems.items():
+        print(f"route '{route}': {problem}", file=sys.stderr)
+    print(json.dumps(config.summary(), indent=1))
+    print("config OK" if not problems else f"config valid, but {len(problems)} route(s) unusable")
+    return 0 if not problems else 1
