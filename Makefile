@@ -31,8 +31,9 @@ $(VENV)/.installed: pyproject.toml
 serve: deps venv
 	$(VENV)/bin/dicomnode serve --config $(CONFIG)
 
-## test: the whole suite, inside a private network namespace (Orthanc binds all interfaces)
-test: deps venv
+## test: lint (ruff, mypy --strict), then the whole suite inside a private network namespace
+## (Orthanc binds all interfaces)
+test: deps venv lint
 	unshare -n bash -c 'ip link set lo up && $(PY) -m pytest -q $(PYTEST_ARGS)'
 
 ## bench: throughput benchmarks with references measured in the same run (not tests)
@@ -45,8 +46,10 @@ MUTATION_ARGS ?=
 mutation: deps venv
 	$(PY) tests/mutation/run.py $(MUTATION_ARGS)
 
+## lint: ruff on the package and the tests, mypy --strict on the package
 lint: venv
-	$(VENV)/bin/ruff check dicomnode tests
+	$(VENV)/bin/ruff check dicomnode tests bench
+	$(VENV)/bin/mypy --strict dicomnode
 
 clean:
 	rm -rf var .pytest_cache

@@ -31,7 +31,8 @@ class Section:
             data = {}
         if not isinstance(data, dict):
             raise ConfigError(path, data, "must be a mapping of keys")
-        self.data, self.path, self.used = data, path, set()
+        self.data, self.path = data, path
+        self.used: set[str] = set()
 
     def get(self, key: str, kind: type[T], default: T | None = None, *, fix: str = "") -> T:
         """Value of ``key`` coerced to ``kind`` (bool/int/float/str/list), else ``default``."""

@@ -152,7 +152,7 @@ def _result_of(folder: Path, series_uid: str) -> dict[str, object] | None:
 
 def wait_results(folder: Path, series: set[str], timeout_s: float) -> dict[str, dict[str, object]]:
     """Poll ``folder`` until every series has a result/error file or the timeout passes."""
-    deadline, results = time.monotonic() + timeout_s, {}
+    deadline, results = time.monotonic() + timeout_s, dict[str, dict[str, object]]()
     while time.monotonic() < deadline and len(results) < len(series):
         for uid in series - set(results):
             found = _result_of(folder, uid)

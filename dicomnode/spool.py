@@ -246,7 +246,7 @@ class Spool:
         for job_id in self.job_ids():
             with contextlib.suppress(SpoolError):
                 record = self.read_job(job_id)
-                if record.get("state") == "done" and record.get("updated", now) < limit:
+                if record.get("state") == "done" and float(record.get("updated", limit)) < limit:
                     shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
                     removed += 1
         return removed

@@ -19,7 +19,7 @@ from pydicom.dataset import Dataset
 from pydicom.filereader import read_dataset
 from pydicom.uid import ExplicitVRBigEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, StoragePresentationContexts, evt
-from pynetdicom.sop_class import Verification
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]  # generated at import
 
 from dicomnode.config import Config
 from dicomnode.dicom.headers import InstanceInfo, instance_info, routing_headers
@@ -106,7 +106,7 @@ class StorageSCP:
         self.ae.require_called_aet = True
         self.ae.add_supported_context(Verification)
         for context in StoragePresentationContexts:
-            self.ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+            self.ae.add_supported_context(str(context.abstract_syntax), ALL_TRANSFER_SYNTAXES)
         for uid in _EXTRA_STORAGE:
             self.ae.add_supported_context(uid, ALL_TRANSFER_SYNTAXES)
         self.server: Any = None
@@ -114,7 +114,7 @@ class StorageSCP:
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> int:
         """Start listening (non-blocking); returns the bound port."""
-        handlers = [(evt.EVT_C_STORE, self.handle_store), (evt.EVT_C_ECHO, lambda e: st.SUCCESS),
+        handlers: list[Any] = [(evt.EVT_C_STORE, self.handle_store), (evt.EVT_C_ECHO, lambda e: st.SUCCESS),
                     (evt.EVT_REQUESTED, self.check_peer)]
         self.server = self.ae.start_server((self.config.node.host, self.config.node.port), block=False,
                                            evt_handlers=handlers, ssl_context=self._ssl_context())

@@ -17,7 +17,7 @@ from typing import Any
 
 import pydicom
 from pynetdicom import AE, evt
-from pynetdicom.sop_class import Verification
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]  # generated at import
 
 from dicomnode.config import Destination, TlsConfig
 from dicomnode.errors import DispatchError
@@ -103,7 +103,7 @@ def _why_not_established(assoc: Any, transitions: list[tuple[str, str]], tls: ss
 
 def _associate(ae: AE, dest: Destination) -> Any:
     tls = client_ssl_context(dest.tls)
-    tls_args = (tls, None) if tls is not None else None
+    tls_args: Any = (tls, None) if tls is not None else None  # no server_hostname: peers are addressed by IP
     transitions: list[tuple[str, str]] = []
     handlers: list[Any] = [(evt.EVT_FSM_TRANSITION, lambda e: transitions.append((e.current_state, e.fsm_event)))]
     assoc = ae.associate(dest.host, dest.port, ae_title=dest.ae_title, tls_args=tls_args, evt_handlers=handlers)
