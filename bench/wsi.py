@@ -67,7 +67,7 @@ def tissue_tiles(wsi, level) -> list[tuple[int, int]]:  # noqa: ANN001 - wsidico
     """(column, row) of the tiles of ``level`` that overlap tissue (mask on the top level)."""
     import numpy as np
 
-    from dicomnode.pipelines.wsi_tissue import detect_tissue
+    from dicomnode.pipelines.wsi_two_stage.tissue import detect_tissue
 
     tile_w, tile_h = level.tile_size.width, level.tile_size.height
     cols, rows = math.ceil(level.size.width / tile_w), math.ceil(level.size.height / tile_h)

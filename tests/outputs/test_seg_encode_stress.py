@@ -4,7 +4,7 @@ A fresh subprocess (a segfault must fail this test, not kill pytest) builds many
 SEGs of varied grids and mask layouts with :func:`build_wsi_seg` — the code the worker
 runs — with Python logging on at DEBUG (every message of the JPEG 2000 encoder's log
 bridge is emitted, the worst case) while another thread keeps encoding preview PNGs, as
-``wsi_report.build_result`` does. The SEG pixel data must also be byte-identical to a
+``wsi_two_stage.report.build_result`` does. The SEG pixel data must also be byte-identical to a
 quiet run (no logging, no PNG thread): concurrency may not change a result.
 
 Two JPEG 2000 encoders at once crash this within a fraction of a second
@@ -32,8 +32,8 @@ from pathlib import Path
 from PIL import Image
 from dicomnode.dicom.uids import derive_uid
 from dicomnode.inference.manifest import ModelBundle
-from dicomnode.outputs.wsi_preview import finish_preview, heatmap_image
-from dicomnode.outputs.wsi_seg import SegGeometry, band_masks, build_wsi_seg, to_output_grid
+from dicomnode.pipelines.wsi_two_stage.preview import finish_preview, heatmap_image
+from dicomnode.pipelines.wsi_two_stage.seg import SegGeometry, band_masks, build_wsi_seg, to_output_grid
 
 stress, base_path = sys.argv[1] == "stress", sys.argv[2]
 if stress:

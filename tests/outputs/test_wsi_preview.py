@@ -7,8 +7,8 @@ import io
 import numpy as np
 from PIL import Image
 
-from dicomnode.outputs.wsi_preview import _overlay, render_preview
-from dicomnode.outputs.wsi_seg import BAND_COLOURS, TUMOUR_COLOUR
+from dicomnode.pipelines.wsi_two_stage.preview import _overlay, render_preview
+from dicomnode.pipelines.wsi_two_stage.seg import BAND_COLOURS, TUMOUR_COLOUR
 
 
 def test_preview_colours_bands_and_outlines() -> None:
@@ -76,7 +76,7 @@ def test_legend_words_are_readably_spaced() -> None:
     """Pillow's small default font draws a space ~1 px wide ("NOTFORCLINICAL USE")."""
     from PIL import Image, ImageDraw, ImageFont
 
-    from dicomnode.outputs.wsi_preview import _words
+    from dicomnode.pipelines.wsi_two_stage.preview import _words
 
     strip = Image.new("RGB", (200, 20), "white")
     _words(ImageDraw.Draw(strip), (2, 2), "largest deposit", (0, 0, 0), ImageFont.load_default())

@@ -13,7 +13,7 @@ import pytest
 from dicomnode.dicom.uids import derive_uid
 from dicomnode.inference.manifest import ModelBundle
 from dicomnode.outputs.validate import dciodvfy_errors
-from dicomnode.outputs.wsi_seg import (
+from dicomnode.pipelines.wsi_two_stage.seg import (
     SegGeometry,
     band_masks,
     build_wsi_seg,

@@ -22,8 +22,8 @@ from test_wsi_seg import (
 
 from dicomnode.errors import OutputError
 from dicomnode.outputs.validate import dciodvfy_errors
-from dicomnode.outputs.wsi_seg import SegGeometry, build_wsi_seg, slide_reference
-from dicomnode.outputs.wsi_sr import DepositReport, SlideReport, build_wsi_sr, size_class_code
+from dicomnode.pipelines.wsi_two_stage.seg import SegGeometry, build_wsi_seg, slide_reference
+from dicomnode.pipelines.wsi_two_stage.sr import DepositReport, SlideReport, build_wsi_sr, size_class_code
 
 
 def report(n_deposits: int) -> SlideReport:

@@ -10,7 +10,7 @@ from test_wsi_support import THRESHOLDS
 
 from dicomnode.errors import ModelError
 from dicomnode.inference.manifest import ModelBundle
-from dicomnode.pipelines.wsi_config import WsiSettings, model_spec, thresholds
+from dicomnode.pipelines.wsi_two_stage.config import WsiSettings, model_spec, thresholds
 
 CLS = {"file": "c.onnx", "mpp": 2.0, "patch_size": 64}
 SEG = {"file": "s.onnx", "mpp": 4.0, "patch_size": 128, "output_mpp": 4.0}

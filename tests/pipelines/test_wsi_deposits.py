@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from dicomnode.pipelines.wsi_deposits import (
+from dicomnode.pipelines.wsi_two_stage.deposits import (
     find_deposits,
     max_feret_px,
     outline_px,

@@ -17,11 +17,11 @@ import pytest
 from scipy import ndimage
 from test_wsi_support import SEG_SPEC, THRESHOLDS, blueness, export_models, patch_blueness
 
+from dicomnode.dicom.slide import open_slide
 from dicomnode.errors import PipelineError
 from dicomnode.inference.manifest import ModelBundle, load_bundle
 from dicomnode.outputs.validate import dciodvfy_errors
 from dicomnode.pipelines.base import PipelineContext, PipelineResult
-from dicomnode.pipelines.wsi_slide import open_slide
 from dicomnode.pipelines.wsi_two_stage import WsiTwoStagePipeline, create
 
 DEMO = Path(__file__).resolve().parents[2] / "models" / "wsi-ln-demo"

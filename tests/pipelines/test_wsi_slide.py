@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from dicomnode.dicom.slide import _signals_ycbcr, open_slide
 from dicomnode.errors import PipelineError
-from dicomnode.pipelines.wsi_slide import _signals_ycbcr, open_slide
-from dicomnode.pipelines.wsi_tissue import detect_tissue, fill_holes, otsu_threshold, saturation
+from dicomnode.pipelines.wsi_two_stage.tissue import detect_tissue, fill_holes, otsu_threshold, saturation
 
 #: Slides of the shared test data, relative to the ``wsi_dir`` fixture.
 DICOMIZER = "cmu1-small-region-pyramid-wsidicomizer"

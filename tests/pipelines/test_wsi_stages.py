@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from dicomnode.dicom.slide import Level, Raster
 from dicomnode.errors import ModelError
-from dicomnode.pipelines.wsi_slide import Level, Raster
-from dicomnode.pipelines.wsi_stages import ClassifierResult, gate_cells, output_scale, select_tiles
-from dicomnode.pipelines.wsi_stream import PatchGrid, _chunks, _read_chunk, tile_bands
+from dicomnode.pipelines.wsi_two_stage.stages import ClassifierResult, gate_cells, output_scale, select_tiles
+from dicomnode.pipelines.wsi_two_stage.stream import PatchGrid, _chunks, _read_chunk, tile_bands
 
 
 def result(prob: np.ndarray, classified: np.ndarray) -> ClassifierResult:

@@ -165,7 +165,7 @@ def patch_blueness(files: list[Path]) -> np.ndarray:
     pipeline cuts them; reads past the total pixel matrix are white, as the pipeline's.
     Returns the ``(rows, cols)`` patch means of blueness.
     """
-    from dicomnode.pipelines.wsi_slide import open_slide
+    from dicomnode.dicom.slide import open_slide
 
     patch = int(CLS_SPEC["patch_size"])
     with open_slide(files) as slide:
@@ -176,7 +176,7 @@ def patch_blueness(files: list[Path]) -> np.ndarray:
 
 
 def test_flat_slide_opens_with_known_levels(tmp_path: Path) -> None:
-    from dicomnode.pipelines.wsi_slide import open_slide
+    from dicomnode.dicom.slide import open_slide
 
     slide = write_flat_slide(tmp_path / "s", [(0.5, 0.5, 0.5)], size_mm=(1.0, 1.0))
     with open_slide(slide.files) as opened:

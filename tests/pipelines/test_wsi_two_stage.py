@@ -13,12 +13,12 @@ import pytest
 from scipy import ndimage
 from test_wsi_support import THRESHOLDS, FlatSlide, blueness, export_models, patch_blueness, write_flat_slide
 
+from dicomnode.dicom.slide import open_slide
 from dicomnode.errors import ConfigError
 from dicomnode.inference.manifest import ModelBundle, load_bundle
 from dicomnode.outputs.validate import dciodvfy_errors
 from dicomnode.pipelines import create_pipeline
 from dicomnode.pipelines.base import PipelineContext, PipelineResult
-from dicomnode.pipelines.wsi_slide import open_slide
 from dicomnode.pipelines.wsi_two_stage import WsiTwoStagePipeline, create
 
 OUT_MPP = 4.0

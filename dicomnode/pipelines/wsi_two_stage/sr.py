@@ -205,7 +205,7 @@ def build_wsi_sr(
     Parameters
     ----------
     base
-        Level-0 source header, prepared with :func:`dicomnode.outputs.wsi_seg.slide_reference`.
+        Level-0 source header, prepared with :func:`dicomnode.pipelines.wsi_two_stage.seg.slide_reference`.
     seg
         The SEG of the same run (listed as evidence).
     report

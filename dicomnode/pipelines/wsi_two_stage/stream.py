@@ -22,7 +22,7 @@ from typing import Protocol
 
 import numpy as np
 
-from dicomnode.pipelines.wsi_slide import Raster, Slide
+from dicomnode.dicom.slide import Raster, Slide
 
 __all__ = ["Cell", "PatchGrid", "PatchModel", "StreamStats", "predict_cells", "tile_bands"]
 

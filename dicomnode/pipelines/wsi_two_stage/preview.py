@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from dicomnode.outputs.common import NOT_FOR_CLINICAL_USE
-from dicomnode.outputs.wsi_seg import BAND_COLOURS, TUMOUR_COLOUR, to_output_grid
+from dicomnode.pipelines.wsi_two_stage.seg import BAND_COLOURS, TUMOUR_COLOUR, to_output_grid
 
 __all__ = ["HeatmapImage", "finish_preview", "heatmap_image", "render_preview"]
 

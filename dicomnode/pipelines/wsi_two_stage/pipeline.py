@@ -8,7 +8,7 @@ Runtime sessions once; :meth:`WsiTwoStagePipeline.run` is then called per slide 
 3. stage 1: classifier on every tissue patch of its grid → probability grid;
 4. stage 2: segmenter on the tiles over gated patches (p ≥ gate) plus a one-patch halo,
    or on every tissue patch with ``dense: true`` → stitched probability mask;
-5. deposits, slide class, SEG + SR + preview (:mod:`dicomnode.pipelines.wsi_report`).
+5. deposits, slide class, SEG + SR + preview (:mod:`dicomnode.pipelines.wsi_two_stage.report`).
 """
 
 from __future__ import annotations
@@ -22,20 +22,20 @@ from typing import Any
 
 import numpy as np
 
+from dicomnode.dicom.slide import Slide, open_slide
 from dicomnode.errors import ConfigError
 from dicomnode.inference.manifest import ModelBundle
 from dicomnode.pipelines.base import PipelineContext, PipelineResult
-from dicomnode.pipelines.wsi_config import (
+from dicomnode.pipelines.wsi_two_stage.config import (
     ModelSpec,
     WsiSettings,
     model_spec,
     thresholds,
 )
-from dicomnode.pipelines.wsi_report import SlideAnalysis, build_result
-from dicomnode.pipelines.wsi_slide import Slide, open_slide
-from dicomnode.pipelines.wsi_stages import gate_cells, output_scale, run_classifier, run_segmenter
-from dicomnode.pipelines.wsi_stream import PatchModel
-from dicomnode.pipelines.wsi_tissue import TissueMap, detect_tissue
+from dicomnode.pipelines.wsi_two_stage.report import SlideAnalysis, build_result
+from dicomnode.pipelines.wsi_two_stage.stages import gate_cells, output_scale, run_classifier, run_segmenter
+from dicomnode.pipelines.wsi_two_stage.stream import PatchModel
+from dicomnode.pipelines.wsi_two_stage.tissue import TissueMap, detect_tissue
 
 __all__ = ["WsiTwoStagePipeline", "create"]
 

@@ -19,10 +19,10 @@ from fractions import Fraction
 import numpy as np
 from scipy import ndimage
 
+from dicomnode.dicom.slide import Slide
 from dicomnode.errors import ModelError
-from dicomnode.pipelines.wsi_slide import Slide
-from dicomnode.pipelines.wsi_stream import Cell, PatchGrid, PatchModel, StreamStats, predict_cells
-from dicomnode.pipelines.wsi_tissue import TissueMap, cell_fraction
+from dicomnode.pipelines.wsi_two_stage.stream import Cell, PatchGrid, PatchModel, StreamStats, predict_cells
+from dicomnode.pipelines.wsi_two_stage.tissue import TissueMap, cell_fraction
 
 __all__ = [
     "ClassifierResult",

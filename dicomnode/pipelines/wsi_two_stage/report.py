@@ -22,20 +22,20 @@ from pydicom.dataset import Dataset
 from dicomnode.errors import OutputError
 from dicomnode.inference.manifest import ModelBundle
 from dicomnode.outputs.common import encode
-from dicomnode.outputs.wsi_preview import HeatmapImage, finish_preview, heatmap_image
-from dicomnode.outputs.wsi_seg import (
+from dicomnode.pipelines.base import PipelineResult
+from dicomnode.pipelines.wsi_two_stage.config import Thresholds, WsiSettings
+from dicomnode.pipelines.wsi_two_stage.deposits import Deposit, find_deposits, slide_class
+from dicomnode.pipelines.wsi_two_stage.preview import HeatmapImage, finish_preview, heatmap_image
+from dicomnode.pipelines.wsi_two_stage.seg import (
     SegGeometry,
     band_masks,
     build_wsi_seg,
     slide_reference,
     to_output_grid,
 )
-from dicomnode.outputs.wsi_sr import DepositReport, SlideReport, build_wsi_sr
-from dicomnode.pipelines.base import PipelineResult
-from dicomnode.pipelines.wsi_config import Thresholds, WsiSettings
-from dicomnode.pipelines.wsi_deposits import Deposit, find_deposits, slide_class
-from dicomnode.pipelines.wsi_stages import ClassifierResult, SegmenterResult
-from dicomnode.pipelines.wsi_tissue import TissueMap
+from dicomnode.pipelines.wsi_two_stage.sr import DepositReport, SlideReport, build_wsi_sr
+from dicomnode.pipelines.wsi_two_stage.stages import ClassifierResult, SegmenterResult
+from dicomnode.pipelines.wsi_two_stage.tissue import TissueMap
 
 __all__ = ["SlideAnalysis", "build_result", "findings"]
 
