@@ -1,4 +1,5 @@
-"""Rules every output object follows (equipment, wording, series numbers)."""
+"""Rules every output object follows (equipment, wording, series numbers) and the one
+"encode once, read back" step every pipeline's SEG/SR builders end with."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ import io
 from collections.abc import MutableMapping
 from importlib.metadata import version
 
+import pydicom
 from pydicom import Dataset
 
+from dicomnode.errors import OutputError
 from dicomnode.inference.manifest import ModelBundle
 
 __all__ = [
@@ -16,6 +19,7 @@ __all__ = [
     "SOFTWARE_VERSION",
     "TYPE2_PATIENT_STUDY",
     "encode",
+    "read_back",
     "series_description",
 ]
 
@@ -54,3 +58,20 @@ def encode(ds: Dataset, store: MutableMapping[str, bytes] | None = None) -> byte
     if store is not None:
         store[str(ds.SOPInstanceUID)] = data
     return data
+
+
+def read_back(ds: Dataset, what: str, store: MutableMapping[str, bytes] | None = None) -> Dataset:
+    """Strict on output: encode ``ds`` once (see :func:`encode`) and parse the bytes back.
+
+    A pipeline checks what it needs on the returned dataset; with ``store`` the bytes are
+    kept for writing, so that the worker writes them instead of encoding again.
+
+    Raises
+    ------
+    OutputError
+        ``ds`` does not write, or its bytes do not read back, as DICOM (``what`` names it).
+    """
+    try:
+        return pydicom.dcmread(io.BytesIO(encode(ds, store)))
+    except Exception as exc:  # pydicom raises many types on encoding
+        raise OutputError(f"{what} does not encode as DICOM: {exc}") from exc

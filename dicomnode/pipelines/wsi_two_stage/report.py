@@ -8,20 +8,17 @@ deposit outlines are moved from output-grid to level-0 pixel coordinates (SR) an
 
 from __future__ import annotations
 
-import io
 import logging
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pydicom
 from pydicom.dataset import Dataset
 
-from dicomnode.errors import OutputError
 from dicomnode.inference.manifest import ModelBundle
-from dicomnode.outputs.common import encode
+from dicomnode.outputs.common import read_back
 from dicomnode.pipelines.base import PipelineResult
 from dicomnode.pipelines.wsi_two_stage.config import Thresholds, WsiSettings
 from dicomnode.pipelines.wsi_two_stage.deposits import Deposit, find_deposits, slide_class
@@ -136,15 +133,6 @@ def _slide_report(a: SlideAnalysis, found: dict[str, Any], t: Thresholds) -> Sli
     )
 
 
-def _check_encodes(ds: Dataset, what: str, store: MutableMapping[str, bytes]) -> None:
-    """Strict on output: the dataset must write and read back; its bytes go to ``store``
-    (by SOP Instance UID), so that the worker writes them instead of encoding again."""
-    try:
-        pydicom.dcmread(io.BytesIO(encode(ds, store)))
-    except Exception as exc:  # pydicom raises many types on encoding
-        raise OutputError(f"{what} does not encode as DICOM: {exc}") from exc
-
-
 def _heatmap(a: SlideAnalysis, cell_bands: np.ndarray) -> HeatmapImage:
     """The preview's thumbnail with the heatmap bands (needs no deposits)."""
     thumb, thumb_mpp = (a.thumbnail, a.thumbnail_mpp) if a.thumbnail is not None else (a.tissue.thumbnail, a.tissue.mpp)
@@ -195,7 +183,7 @@ def build_result(
         ref = slide_reference(a.base, uid("specimen"))
         sr = build_wsi_sr(ref, seg, _slide_report(a, found, t), bundle, uid, max_deposits=settings.max_sr_deposits)
         encoded: dict[str, bytes] = {}
-        _check_encodes(seg, "SEG", encoded)
-        _check_encodes(sr, "SR", encoded)
+        read_back(seg, "SEG", encoded)
+        read_back(sr, "SR", encoded)
         png = preview.result()
     return PipelineResult(datasets=[seg, sr], files={"preview.png": png}, findings=found, encoded=encoded)
