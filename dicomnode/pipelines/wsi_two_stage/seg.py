@@ -18,6 +18,15 @@ need two frames of reference checks in every viewer for no information gain.
 The SEG's top-left pixel is placed explicitly (PlanePositionSlideSequence) so that output
 pixel (r, c) covers level-0 pixels ``[c·f, (c+1)·f) × [r·f, (r+1)·f)``, ``f`` = output
 µm/px ÷ level-0 µm/px: the same slide point as the model saw.
+
+Encoding: the JPEG 2000 frames are encoded in the calling thread, one after another, and
+must stay so. pylibjpeg-openjpeg's encoder (what highdicom uses for single-bit frames) is
+not safe to call from two threads at once. It holds the GIL, so threads gain nothing,
+except that its bridge to Python logging (``py_log``) keeps the message objects in C
+statics shared by every thread and calls into ``logging``, where the interpreter may
+switch threads; two encoders then release the same object and the process segfaults
+(issue 8; ``bench/encode_stress.py`` reproduces it in a fraction of a second). A process
+pool would be safe but forks the warm worker (ONNX sessions loaded) for a few dozen frames.
 """
 
 from __future__ import annotations
@@ -226,15 +235,8 @@ def build_wsi_seg(
 
     Notes
     -----
-    The JPEG 2000 frames are encoded in this thread, one after another, and must stay so:
-    pylibjpeg-openjpeg's encoder (what highdicom uses for single-bit frames) is not safe
-    to call from two threads at once. It holds the GIL, so threads gain nothing, except
-    that its bridge to Python logging (``py_log``) keeps the message objects in C statics
-    shared by every thread and calls into ``logging``, where the interpreter may switch
-    threads; two encoders then release the same object and the process segfaults
-    (issue 8; ``bench/encode_stress.py`` reproduces it in a fraction of a second). A
-    process pool would be safe but forks the warm worker (ONNX sessions loaded) for a
-    few dozen frames.
+    The JPEG 2000 frames are encoded in this thread, one after another, and must stay so
+    (module docstring, *Encoding*).
 
     Raises
     ------

@@ -191,6 +191,59 @@ def _observer(bundle: ModelBundle, uid: Callable[[str], str]) -> hd.sr.Observati
     )
 
 
+def _measurement_report(
+    report: SlideReport,
+    base: Dataset,
+    bundle: ModelBundle,
+    algo: hd.sr.AlgorithmIdentification,
+    uid: Callable[[str], str],
+    max_deposits: int,
+) -> hd.sr.MeasurementReport:
+    """The TID 1500 content: the slide groups, then a group per deposit (largest first)."""
+    groups: list[
+        hd.sr.MeasurementsAndQualitativeEvaluations | hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations
+    ] = [*_slide_groups(report, base, algo, uid)]
+    groups += [_deposit_group(d, base, algo, uid) for d in report.deposits[:max_deposits]]
+    return hd.sr.MeasurementReport(
+        observation_context=_observer(bundle, uid),
+        procedure_reported=codes.SCT.Histopathology,
+        imaging_measurements=groups,
+        title=codes.DCM.ImagingMeasurementReport,
+    )
+
+
+def _document(
+    base: Dataset,
+    seg: Dataset,
+    content: hd.sr.MeasurementReport,
+    bundle: ModelBundle,
+    uid: Callable[[str], str],
+) -> hd.sr.Comprehensive3DSR:
+    """The SR document around ``content``, with the slide and the SEG as evidence."""
+    return hd.sr.Comprehensive3DSR(
+        evidence=[base, _reference(seg)],
+        content=content,
+        series_instance_uid=uid("sr.series"),
+        series_number=SR_SERIES_NUMBER,
+        sop_instance_uid=uid("sr.instance"),
+        instance_number=1,
+        manufacturer=MANUFACTURER,
+        series_description=series_description(bundle, "WSI metastasis report"),
+        is_complete=True,
+        is_final=False,
+        is_verified=False,
+    )
+
+
+def _private_scheme() -> Dataset:
+    """The Coding Scheme Identification item of the private codes (``PRIVATE_SCHEME``)."""
+    scheme = Dataset()
+    scheme.CodingSchemeDesignator = PRIVATE_SCHEME
+    scheme.CodingSchemeName = "dicomnode private codes"
+    scheme.CodingSchemeResponsibleOrganization = "dicomnode"
+    return scheme
+
+
 def build_wsi_sr(
     base: Dataset,
     seg: Dataset,
@@ -205,7 +258,7 @@ def build_wsi_sr(
     Parameters
     ----------
     base
-        Level-0 source header, prepared with :func:`dicomnode.pipelines.wsi_two_stage.seg.slide_reference`.
+        Level-0 source header, prepared with :func:`.seg.slide_reference`.
     seg
         The SEG of the same run (listed as evidence).
     report
@@ -222,36 +275,11 @@ def build_wsi_sr(
     """
     algo = hd.sr.AlgorithmIdentification(name=bundle.id, version=bundle.version)
     try:
-        groups: list[
-            hd.sr.MeasurementsAndQualitativeEvaluations | hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations
-        ] = [*_slide_groups(report, base, algo, uid)]
-        groups += [_deposit_group(d, base, algo, uid) for d in report.deposits[:max_deposits]]
-        content = hd.sr.MeasurementReport(
-            observation_context=_observer(bundle, uid),
-            procedure_reported=codes.SCT.Histopathology,
-            imaging_measurements=groups,
-            title=codes.DCM.ImagingMeasurementReport,
-        )
-        sr = hd.sr.Comprehensive3DSR(
-            evidence=[base, _reference(seg)],
-            content=content,
-            series_instance_uid=uid("sr.series"),
-            series_number=SR_SERIES_NUMBER,
-            sop_instance_uid=uid("sr.instance"),
-            instance_number=1,
-            manufacturer=MANUFACTURER,
-            series_description=series_description(bundle, "WSI metastasis report"),
-            is_complete=True,
-            is_final=False,
-            is_verified=False,
-        )
+        content = _measurement_report(report, base, bundle, algo, uid, max_deposits)
+        sr = _document(base, seg, content, bundle, uid)
     except (ValueError, TypeError, AttributeError) as exc:
         raise OutputError(f"cannot build WSI SR: {exc}") from exc
-    scheme = Dataset()
-    scheme.CodingSchemeDesignator = PRIVATE_SCHEME
-    scheme.CodingSchemeName = "dicomnode private codes"
-    scheme.CodingSchemeResponsibleOrganization = "dicomnode"
-    sr.CodingSchemeIdentificationSequence = [scheme]
+    sr.CodingSchemeIdentificationSequence = [_private_scheme()]
     logger.info(
         "SR: class %s, %d deposit group(s)",
         report.size_class,

@@ -196,19 +196,24 @@ def predict_cells(
     """
     stats = StreamStats()
     runs = _chunks(cells, max_run, tile_bands(grid))
-    buf_cells: list[Cell] = []
-    buf: list[np.ndarray] = []
-
-    def flush() -> None:
+    for batch_cells, parts in _batches(_read_ahead(slide, grid, runs, max(workers, 1), stats), batch_size, stats):
         start = time.perf_counter()
-        out = np.asarray(model.predict(np.concatenate(buf)))
+        out = np.asarray(model.predict(np.concatenate(parts)))
         stats.infer_s += time.perf_counter() - start
         stats.batches += 1
-        sink(list(buf_cells), out)
-        buf_cells.clear()
-        buf.clear()
+        sink(batch_cells, out)
+    return stats
 
-    for run, patches in _read_ahead(slide, grid, runs, max(workers, 1), stats):
+
+def _batches(
+    reads: Iterable[tuple[Sequence[Cell], np.ndarray]], batch_size: int, stats: StreamStats
+) -> Iterator[tuple[list[Cell], list[np.ndarray]]]:
+    """Regroup the runs of patches read into model batches of ``batch_size`` (the last one
+    may be smaller), counting ``stats.patches``. A batch is yielded as soon as it is full,
+    so the model runs while the next runs are read."""
+    buf_cells: list[Cell] = []
+    buf: list[np.ndarray] = []
+    for run, patches in reads:
         k = 0
         while k < len(run):
             take = min(batch_size - len(buf_cells), len(run) - k)
@@ -217,7 +222,7 @@ def predict_cells(
             stats.patches += take
             k += take
             if len(buf_cells) >= batch_size:
-                flush()
+                yield buf_cells, buf
+                buf_cells, buf = [], []
     if buf_cells:
-        flush()
-    return stats
+        yield buf_cells, buf
