@@ -65,7 +65,7 @@ def test_slide_class_is_exact(
 
 
 #: Largest tumour nucleus of the synthetic texture: radius 6 µm × size factor ≤ 1.2
-#: (``dicomnode.synth.wsi._tumour``: ``_nuclei(..., 16.0, 6.0, ...)``, ``0.8 + 0.4 · size``).
+#: (``dicomnode.synth.wsi.texture.tumour_rgb``: ``_nuclei(..., 16.0, 6.0, ...)``, ``0.8 + 0.4 · size``).
 NUCLEUS_UM = 2 * 6.0 * 1.2
 
 
