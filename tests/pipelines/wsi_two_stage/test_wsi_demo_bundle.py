@@ -12,7 +12,7 @@ from dicomnode.pipelines.base import PipelineContext, PipelineResult
 from dicomnode.pipelines.wsi_two_stage import create
 from dicomnode.synth.wsi import SyntheticSlide, generate_slide
 
-DEMO = Path(__file__).resolve().parents[2] / "models" / "wsi-ln-demo"
+DEMO = Path(__file__).resolve().parents[3] / "models" / "wsi-ln-demo"
 CASES = {
     "micro+itc": [(1.0, 1.1, 0.8), (2.2, 2.0, 0.15)],
     "macro": [(1.5, 1.5, 2.2)],

@@ -22,7 +22,7 @@ import pytest
 
 from dicomnode.synth.wsi import generate_slide
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 CHILD = r'''
 import hashlib, io, json, logging, sys, threading

@@ -24,7 +24,7 @@ from dicomnode.outputs.validate import dciodvfy_errors
 from dicomnode.pipelines.base import PipelineContext, PipelineResult
 from dicomnode.pipelines.wsi_two_stage import WsiTwoStagePipeline, create
 
-DEMO = Path(__file__).resolve().parents[2] / "models" / "wsi-ln-demo"
+DEMO = Path(__file__).resolve().parents[3] / "models" / "wsi-ln-demo"
 CMU = ["cmu1-small-region-pyramid-wsidicomizer", "cmu1-small-region-pyramid-wsi2dcm"]
 
 
