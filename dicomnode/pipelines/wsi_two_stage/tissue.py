@@ -62,7 +62,7 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
     outside = np.zeros(int(labels.max()) + 1, bool)
     outside[np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])] = True
     outside[0] = False  # label 0 is the foreground
-    return ~outside[labels]
+    return np.asarray(~outside[labels])
 
 
 def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
