@@ -21,10 +21,11 @@ from lln_labels import LABELS, THRESHOLDS, lln_bundle
 
 from dicomnode.dicom.uids import DEFAULT_UID_ROOT, derive_uid
 from dicomnode.dicom.volume import load_volume
-from dicomnode.outputs.mri_seg import build_seg, segment_map
-from dicomnode.outputs.mri_sr import build_sr
 from dicomnode.pipelines.base import PipelineContext
-from dicomnode.pipelines.lln_findings import LabelScheme, compute_findings
+from dicomnode.pipelines.mri_lln.findings import compute_findings
+from dicomnode.pipelines.mri_lln.labels import LabelScheme
+from dicomnode.pipelines.mri_lln.seg import build_seg, segment_map
+from dicomnode.pipelines.mri_lln.sr import build_sr
 from dicomnode.synth.mr import STATIONS, generate_case
 
 #: PS3.16 CID 7600 (Lymph Node Anatomic Sites), written out from the standard.

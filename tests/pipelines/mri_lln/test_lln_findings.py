@@ -11,7 +11,8 @@ from lln_labels import LABELS, THRESHOLDS
 
 from dicomnode.dicom.volume import SourceFrame, Volume
 from dicomnode.errors import PipelineError
-from dicomnode.pipelines.lln_findings import LabelScheme, compute_findings
+from dicomnode.pipelines.mri_lln.findings import compute_findings
+from dicomnode.pipelines.mri_lln.labels import LabelScheme
 
 SCHEME = LabelScheme.from_manifest(LABELS, THRESHOLDS)
 

@@ -38,12 +38,12 @@ from pydicom.sr.codedict import codes
 from scipy import ndimage
 
 from dicomnode.inference.manifest import load_bundle
-from dicomnode.outputs.mri_seg import STATION_CODES
 from dicomnode.pipelines import create_pipeline
 from dicomnode.pipelines.base import PipelineContext, PipelineResult
+from dicomnode.pipelines.mri_lln.codes import STATION_CODES
 from dicomnode.synth.mr import generate_case
 
-DEMO = Path(__file__).resolve().parents[2] / "models" / "lln-t2-demo"
+DEMO = Path(__file__).resolve().parents[3] / "models" / "lln-t2-demo"
 CLI = Path(sys.executable).parent / "nnUNetv2_predict_from_modelfolder"
 NODE = 255  # node voxels (labels 4 and 5) in the compared maps
 _FACES = ndimage.generate_binary_structure(3, 1)

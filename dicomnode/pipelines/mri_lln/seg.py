@@ -20,47 +20,23 @@ import numpy as np
 from pydicom import Dataset
 from pydicom.dataset import FileMetaDataset
 from pydicom.sr.codedict import codes
-from pydicom.sr.coding import Code
 
 from dicomnode.dicom.volume import Volume
 from dicomnode.errors import OutputError
 from dicomnode.inference.manifest import ModelBundle
 from dicomnode.outputs.common import MANUFACTURER, SOFTWARE_VERSION, TYPE2_PATIENT_STUDY, encode, series_description
 from dicomnode.pipelines.base import PipelineContext
-from dicomnode.pipelines.lln_findings import LlnFindings, NodeFinding
+from dicomnode.pipelines.mri_lln.codes import LATERALITY_CODES, STATION_NAMES, node_tracking_uid, station_code
+from dicomnode.pipelines.mri_lln.findings import LlnFindings, NodeFinding
 
 if TYPE_CHECKING:
     import highdicom as hd
 
-__all__ = [
-    "LATERALITY_CODES",
-    "SEG_SERIES_NUMBER",
-    "STATION_CODES",
-    "STATION_NAMES",
-    "build_seg",
-    "node_tracking_uid",
-    "segment_map",
-    "source_images",
-    "station_code",
-]
+__all__ = ["SEG_SERIES_NUMBER", "build_seg", "segment_map", "source_images"]
 
 logger = logging.getLogger(__name__)
 
 SEG_SERIES_NUMBER = 901
-#: Station name → SNOMED CT code (PS3.16 CID 7600). Hypogastric = internal iliac.
-STATION_CODES: dict[str, Code] = {
-    "internal_iliac": codes.SCT.HypogastricLymphNode,  # 69255009
-    "obturator": codes.SCT.ObturatorLymphNode,  # 36086000
-    "external_iliac": codes.SCT.ExternalIliacLymphNode,  # 65349008
-}
-STATION_NAMES = {
-    "internal_iliac": "internal iliac",
-    "obturator": "obturator",
-    "external_iliac": "external iliac",
-}
-#: A node with no region nearby: generic pelvic lymph node (54268001).
-UNKNOWN_STATION: Code = codes.SCT.PelvicLymphNode
-LATERALITY_CODES: dict[str, Code] = {"left": codes.SCT.Left, "right": codes.SCT.Right}
 _REGION_RGB = {
     "internal_iliac": (255, 0, 0),
     "obturator": (0, 255, 0),
@@ -68,16 +44,6 @@ _REGION_RGB = {
 }
 _TYPE2_COPIED = TYPE2_PATIENT_STUDY
 _NODE_RGB = {True: (255, 255, 0), False: (0, 0, 255)}
-
-
-def station_code(station: str | None) -> Code:
-    """SNOMED code of a station name (generic pelvic lymph node when unknown)."""
-    return STATION_CODES.get(station or "", UNKNOWN_STATION)
-
-
-def node_tracking_uid(ctx: PipelineContext, bundle: ModelBundle, node: NodeFinding) -> str:
-    """Deterministic TrackingUID of a node, shared by the SEG segment and the SR groups."""
-    return ctx.uid(bundle, f"node.{node.number}.tracking")
 
 
 def source_images(volume: Volume, datasets: Sequence[Dataset]) -> list[Dataset]:

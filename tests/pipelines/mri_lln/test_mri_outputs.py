@@ -19,11 +19,12 @@ from pydicom.sr.codedict import codes
 from dicomnode.dicom.volume import Volume, load_volume
 from dicomnode.errors import OutputError
 from dicomnode.inference.manifest import ModelBundle
-from dicomnode.outputs.mri_seg import build_seg, segment_map
-from dicomnode.outputs.mri_sr import build_sr
 from dicomnode.outputs.validate import dciodvfy_errors
 from dicomnode.pipelines.base import PipelineContext
-from dicomnode.pipelines.lln_findings import LabelScheme, LlnFindings, compute_findings
+from dicomnode.pipelines.mri_lln.findings import LlnFindings, compute_findings
+from dicomnode.pipelines.mri_lln.labels import LabelScheme
+from dicomnode.pipelines.mri_lln.seg import build_seg, segment_map
+from dicomnode.pipelines.mri_lln.sr import build_sr
 from dicomnode.synth.mr import generate_case
 
 BIN = Path(sys.executable).parent

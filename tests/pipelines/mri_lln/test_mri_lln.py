@@ -16,11 +16,12 @@ from dicomnode.inference.manifest import load_bundle
 from dicomnode.outputs.validate import dciodvfy_errors
 from dicomnode.pipelines import create_pipeline
 from dicomnode.pipelines.base import PipelineContext
-from dicomnode.pipelines.lln_findings import LabelScheme, compute_findings
 from dicomnode.pipelines.mri_lln import build_outputs, create
+from dicomnode.pipelines.mri_lln.findings import compute_findings
+from dicomnode.pipelines.mri_lln.labels import LabelScheme
 from dicomnode.synth.mr import generate_case
 
-DEMO = Path(__file__).resolve().parents[2] / "models" / "lln-t2-demo"
+DEMO = Path(__file__).resolve().parents[3] / "models" / "lln-t2-demo"
 BUNDLE = lln_bundle("0.0-test", DEMO)
 
 
@@ -181,7 +182,7 @@ def test_sr_structure_check_catches_a_missing_group(tmp_path: Path) -> None:
     from types import SimpleNamespace
 
     from dicomnode.errors import OutputError
-    from dicomnode.outputs.mri_sr import _check_readback, _group_counts
+    from dicomnode.pipelines.mri_lln.sr import _check_readback, _group_counts
 
     case = generate_case(21)
     paths = case.write(tmp_path / "mr")

@@ -1,11 +1,11 @@
-"""Pipeline ``mri-lln``: T2W pelvis series → nnU-Net v2 → lateral lymph nodes → SEG + SR.
+"""The ``mri-lln`` pipeline: T2W pelvis series → nnU-Net v2 → lateral lymph nodes → SEG + SR.
 
 ``create(bundle, settings)`` loads the model once (kept warm by the worker);
 :meth:`MriLlnPipeline.run` processes one series:
 
 1. :func:`~dicomnode.dicom.volume.load_volume` (sorting, geometry, checks);
 2. ``NnUNetRunner.predict(volume.array, volume.spacing_zyx)`` → label map on the grid;
-3. :func:`build_outputs`: :func:`~dicomnode.pipelines.lln_findings.compute_findings`,
+3. :func:`build_outputs`: :func:`~dicomnode.pipelines.mri_lln.findings.compute_findings`,
    then the BINARY SEG (only when nodes were found) and the TID 1500 SR.
 
 ``build_outputs`` is pure (no model), so it can be tested and replayed on any label map.
@@ -25,7 +25,10 @@ from dicomnode.dicom.volume import Volume, load_volume, read_instances
 from dicomnode.errors import ModelError, PipelineError, VolumeError
 from dicomnode.inference.manifest import ModelBundle
 from dicomnode.pipelines.base import PipelineContext, PipelineResult
-from dicomnode.pipelines.lln_findings import LabelScheme, compute_findings
+from dicomnode.pipelines.mri_lln.findings import compute_findings
+from dicomnode.pipelines.mri_lln.labels import LabelScheme
+from dicomnode.pipelines.mri_lln.seg import build_seg
+from dicomnode.pipelines.mri_lln.sr import build_sr, build_viewer_sr
 
 if TYPE_CHECKING:
     from dicomnode.inference.nnunet import NnUNetRunner
@@ -74,9 +77,6 @@ def build_outputs(
     OutputError
         A SEG/SR could not be built or failed its read-back check.
     """
-    from dicomnode.outputs.mri_seg import build_seg
-    from dicomnode.outputs.mri_sr import build_sr, build_viewer_sr
-
     scheme = LabelScheme.from_manifest(bundle.labels, bundle.thresholds)
     known = {0, *scheme.regions, *scheme.positive, *scheme.negative}
     unknown = sorted(set(np.unique(label_map).tolist()) - known)
@@ -89,7 +89,7 @@ def build_outputs(
     encoded: dict[str, bytes] = {}
     seg = build_seg(volume, label_map, findings, bundle, ctx, source_datasets, encoded)
     sr = build_sr(volume, findings, bundle, ctx, source_datasets, seg, encoded=encoded)
-    outputs = [*([seg] if seg is not None else []), sr]
+    outputs: list[Dataset] = [*([seg] if seg is not None else []), sr]
     if findings.nodes:  # OHIF 3.13 can only open an SR whose every group has image coordinates
         outputs.append(build_viewer_sr(sr, findings, bundle, ctx, encoded=encoded))
     summary = {"model": {"id": bundle.id, "version": bundle.version}, **findings.to_json()}
