@@ -1,39 +1,27 @@
-"""Synthetic T2-weighted pelvic MR phantoms with lateral lymph nodes, as real DICOM.
+"""The phantom's anatomy on the voxel grid: body, organs, nodal regions and lymph nodes.
 
-Everything here is synthetic and NOT FOR CLINICAL USE. A case is fully determined by its
-seed and parameters: same arguments → identical pixels, labels and UIDs.
-
-Anatomy (all in patient LPS millimetres; patient left = +x, posterior = +y, superior = +z,
-the pelvic midline is x = 0):
-
-* body ellipse with subcutaneous fat, pelvic fat, side-wall muscles, rectum (posterior)
-  and bladder (anterior);
-* three nodal regions per side — internal iliac (posterior), obturator (lateral),
-  external iliac (anterior) — as fatty ellipsoidal blobs with a vessel flow void;
-* ellipsoidal lymph nodes inside the regions; nodes with "malignant features" are darker,
-  heterogeneous and have an irregular border.
-
-Label values (the demo model's label map): 0 background, 1 internal iliac region,
-2 obturator region, 3 external iliac region, 4 node-positive, 5 node-negative; nodes
-overwrite regions.
+All positions are patient LPS millimetres relative to the phantom centre; the label values
+are :data:`LABELS`. Part of :mod:`dicomnode.synth.mr`; everything here is synthetic.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-import pydicom
-from pydicom.dataset import FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage
-from pydicom.valuerep import format_number_as_ds
 from scipy.ndimage import gaussian_filter
 
-from dicomnode.dicom.uids import derive_uid
-
-__all__ = ["LABELS", "STATIONS", "SyntheticCase", "SyntheticNode", "generate_case"]
+__all__ = [
+    "LABELS",
+    "STATIONS",
+    "Geometry",
+    "SyntheticNode",
+    "anatomy",
+    "finish_image",
+    "paint_node",
+    "sample_nodes",
+]
 
 #: Label value → meaning, fixed (the demo model's ``labels`` section).
 LABELS = {
@@ -90,43 +78,7 @@ class SyntheticNode:
 
 
 @dataclass(frozen=True)
-class SyntheticCase:
-    """A synthetic MR series with its ground truth.
-
-    Attributes
-    ----------
-    datasets
-        MR Image Storage datasets, sorted along the slice normal (ascending).
-    labels
-        ``uint8`` label map ``(z, y, x)``; ``labels[k]`` belongs to ``datasets[k]``.
-    nodes
-        The nodes painted into ``labels`` (label 4 or 5).
-    """
-
-    datasets: list[pydicom.Dataset]
-    labels: np.ndarray
-    nodes: list[SyntheticNode]
-
-    def write(self, folder: Path) -> list[Path]:
-        """Write every instance as ``folder/IMG_0001.dcm`` ... (DICOM Part 10).
-
-        Returns
-        -------
-        list of Path
-            The written files, in ``datasets`` order.
-        """
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        paths = []
-        for index, ds in enumerate(self.datasets, start=1):
-            path = folder / f"IMG_{index:04d}.dcm"
-            ds.save_as(path, enforce_file_format=True)
-            paths.append(path)
-        return paths
-
-
-@dataclass(frozen=True)
-class _Geometry:
+class Geometry:
     """Voxel grid: index (k, j, i) → LPS = origin + i*dx*row + j*dy*col + k*dz*normal."""
 
     shape: tuple[int, int, int]
@@ -139,7 +91,7 @@ class _Geometry:
     @classmethod
     def create(
         cls, shape: tuple[int, int, int], spacing: tuple[float, float, float], oblique_deg: float
-    ) -> _Geometry:
+    ) -> Geometry:
         theta = math.radians(oblique_deg)
         row = np.array([math.cos(theta), math.sin(theta), 0.0])
         col = np.array([-math.sin(theta), math.cos(theta), 0.0])
@@ -170,7 +122,7 @@ def _ellipse(
     return ((x - cx) / ax) ** 2 + ((y - cy) / ay) ** 2 <= 1.0
 
 
-def _anatomy(
+def anatomy(
     grid: tuple[np.ndarray, np.ndarray, np.ndarray], rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray, dict[tuple[str, str], tuple[float, ...]]]:
     """Paint the body, organs and nodal regions; return image, labels and region params."""
@@ -200,7 +152,7 @@ def _anatomy(
     return img, labels, regions
 
 
-def _sample_nodes(
+def sample_nodes(
     rng: np.random.Generator,
     regions: dict[tuple[str, str], tuple[float, ...]],
     n_nodes: int,
@@ -242,7 +194,7 @@ def _sample_nodes(
     return placed
 
 
-def _paint_node(
+def paint_node(
     img: np.ndarray,
     labels: np.ndarray,
     grid: tuple[np.ndarray, np.ndarray, np.ndarray],
@@ -272,134 +224,12 @@ def _paint_node(
     labels[mask] = 4 if node.positive else 5
 
 
-def _finish_image(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def finish_image(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Blur (partial volume), bias field and noise; return uint16 pixels."""
     img = gaussian_filter(img, sigma=(0.3, 0.6, 0.6))
     bias = gaussian_filter(rng.normal(size=img.shape), sigma=(6, 20, 20))
     bias = 1.0 + 0.08 * bias / max(float(np.abs(bias).max()), 1e-6)
     noisy = np.hypot(img * bias + rng.normal(0, 18, img.shape), rng.normal(0, 18, img.shape))
-    return np.clip(np.rint(noisy), 0, 4095).astype(np.uint16)
+    pixels: np.ndarray = np.clip(np.rint(noisy), 0, 4095).astype(np.uint16)
+    return pixels
 
-
-def _ds(value: float) -> str:
-    return format_number_as_ds(float(value))
-
-
-def _series_header(seed: int, key: str) -> pydicom.Dataset:
-    """Patient / study / series / frame-of-reference / equipment / MR modules."""
-    ds = pydicom.Dataset()
-    ds.SpecificCharacterSet = "ISO_IR 100"
-    ds.PatientName = "SYNTHETIC^PHANTOM"
-    ds.PatientID = f"SYNTH-{seed:06d}"
-    ds.PatientBirthDate = "19600101"
-    ds.PatientSex = "O"
-    ds.StudyInstanceUID = derive_uid("synth-mr", key, "study")
-    ds.StudyDate = ds.SeriesDate = ds.AcquisitionDate = ds.ContentDate = "20260101"
-    ds.StudyTime = ds.SeriesTime = ds.AcquisitionTime = ds.ContentTime = "120000"
-    ds.StudyID = f"S{seed % 10**6}"
-    ds.AccessionNumber = f"SYN{seed % 10**8}"
-    ds.ReferringPhysicianName = ""
-    ds.StudyDescription = "MRI PELVIS SYNTHETIC"
-    ds.Modality = "MR"
-    ds.SeriesInstanceUID = derive_uid("synth-mr", key, "series")
-    ds.SeriesNumber = 3
-    ds.SeriesDescription = "T2 TSE AX PELVIS SYNTHETIC"
-    ds.PatientPosition = "HFS"
-    ds.BodyPartExamined = "PELVIS"
-    ds.FrameOfReferenceUID = derive_uid("synth-mr", key, "frame-of-reference")
-    ds.PositionReferenceIndicator = ""
-    ds.Manufacturer = "dicomnode synthetic phantom"
-    ds.ManufacturerModelName = "dicomnode.synth.mr"
-    ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "NONE"]
-    ds.ScanningSequence = "SE"
-    ds.SequenceVariant = "SK"
-    ds.ScanOptions = ""
-    ds.MRAcquisitionType = "2D"
-    ds.RepetitionTime = "4000"
-    ds.EchoTime = "90"
-    ds.EchoTrainLength = 16
-    ds.MagneticFieldStrength = "3"
-    ds.ImagedNucleus = "1H"
-    ds.AcquisitionNumber = 1
-    return ds
-
-
-def _slice_dataset(
-    header: pydicom.Dataset, geom: _Geometry, pixels: np.ndarray, k: int, key: str
-) -> pydicom.Dataset:
-    """One MR Image Storage instance for slice ``k``."""
-    ds = pydicom.Dataset()
-    ds.update(header)
-    ds.SOPClassUID = MRImageStorage
-    ds.SOPInstanceUID = derive_uid("synth-mr", key, "instance", str(k))
-    ds.InstanceNumber = k + 1
-    ds.ImagesInAcquisition = geom.shape[0]
-    position = geom.slice_position(k)
-    ds.ImagePositionPatient = [_ds(v) for v in position]
-    ds.ImageOrientationPatient = [_ds(v) for v in (*geom.row, *geom.col)]
-    ds.SliceLocation = _ds(float(position @ geom.normal))
-    dz, dy, dx = geom.spacing
-    ds.PixelSpacing = [_ds(dy), _ds(dx)]
-    ds.SliceThickness = _ds(dz)
-    ds.SpacingBetweenSlices = _ds(dz)
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.Rows, ds.Columns = pixels.shape
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-    ds.WindowCenter, ds.WindowWidth = "700", "1400"
-    ds.PixelData = np.ascontiguousarray(pixels, dtype="<u2").tobytes()
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta = meta
-    return ds
-
-
-def generate_case(
-    seed: int,
-    *,
-    shape: tuple[int, int, int] = (24, 80, 80),
-    spacing_mm: tuple[float, float, float] = (3.0, 1.5, 1.5),
-    oblique_deg: float = 0.0,
-    n_nodes: int | None = None,
-    with_nodes: bool = True,
-) -> SyntheticCase:
-    """Generate one deterministic synthetic T2 pelvic MR case.
-
-    Parameters
-    ----------
-    seed
-        Seeds pixels, anatomy jitter, nodes and UIDs.
-    shape
-        Volume shape ``(slices, rows, columns)``.
-    spacing_mm
-        ``(SpacingBetweenSlices, row spacing, column spacing)`` in mm, i.e. (z, y, x).
-    oblique_deg
-        Rotation of the in-plane axes about the slice normal (degrees).
-    n_nodes
-        Number of nodes; ``None`` draws 2 to 5.
-    with_nodes
-        False gives a node-free case (regions only).
-
-    Returns
-    -------
-    SyntheticCase
-    """
-    if len(shape) != 3 or min(shape) < 1:
-        raise ValueError(f"'shape' must be three positive sizes, got {shape!r}")
-    if len(spacing_mm) != 3 or min(spacing_mm) <= 0:
-        raise ValueError(f"'spacing_mm' must be three positive mm values, got {spacing_mm!r}")
-    rng = np.random.default_rng(seed)
-    geom = _Geometry.create(shape, spacing_mm, oblique_deg)
-    grid = geom.lps_grid()
-    img, labels, regions = _anatomy(grid, rng)
-    count = int(rng.integers(2, 6)) if n_nodes is None else n_nodes
-    placed = _sample_nodes(rng, regions, count if with_nodes else 0)
-    for node, angle in placed:
-        _paint_node(img, labels, grid, node, angle, rng)
-    pixels = _finish_image(img, rng)
-    key = f"{seed}|{shape}|{spacing_mm}|{oblique_deg}|{count if with_nodes else 0}"
-    header = _series_header(seed, key)
-    datasets = [_slice_dataset(header, geom, pixels[k], k, key) for k in range(shape[0])]
-    return SyntheticCase(datasets=datasets, labels=labels, nodes=[n for n, _ in placed])
