@@ -70,7 +70,7 @@ def _done(node, count: int) -> bool:
 
 SEG = "1.2.840.10008.5.1.4.1.1.66.4"  # Segmentation Storage
 SR3D = "1.2.840.10008.5.1.4.1.1.88.34"  # Comprehensive 3D SR Storage
-#: (SeriesNumber, Modality, SOP Class) of each output kind (mri_seg / mri_sr, wsi_seg / wsi_sr).
+#: (SeriesNumber, Modality, SOP Class) of each output kind (mri-lln SEG / SR / viewer SR, wsi-two-stage SEG / SR).
 MRI_SEG, MRI_SR, MRI_VIEWER_SR = (901, "SEG", SEG), (902, "SR", SR3D), (903, "SR", SR3D)
 WSI_SEG, WSI_SR = (9101, "SEG", SEG), (9102, "SR", SR3D)
 
