@@ -14,10 +14,12 @@ caller learns which jobs to run and which to deliver.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -74,6 +76,9 @@ class JobStore(Protocol):
 
     def counts(self) -> dict[str, int]:
         """Jobs per state value (``unreadable`` for a record that cannot be read)."""
+
+    def expire(self, retention_s: float, now: float | None = None) -> int:
+        """Forget ``done`` jobs older than the retention (their folders and records)."""
 
 
 class FileJobStore:
@@ -135,6 +140,18 @@ class FileJobStore:
                 state = "unreadable"
             counts[state] = counts.get(state, 0) + 1
         return counts
+
+    def expire(self, retention_s: float, now: float | None = None) -> int:
+        """Delete the folders of ``done`` jobs last changed longer ago than the retention."""
+        limit = (now or time.time()) - retention_s
+        removed = 0
+        for job_id in self.ids():
+            with contextlib.suppress(DicomNodeError):
+                job = self.get(job_id)
+                if job.state is JobState.DONE and job.updated < limit:
+                    shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
+                    removed += 1
+        return removed
 
     # -- recovery ----------------------------------------------------------------------
     def recover(self, factory: JobFactory) -> Recovered:

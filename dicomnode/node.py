@@ -140,6 +140,7 @@ class Node:
             if time.monotonic() - last_expiry > 3600:
                 last_expiry = time.monotonic()
                 self.spool.expire(self.config.spool.retention_days * 86400)
+                self.store.expire(self.config.spool.retention_days * 86400)
 
     def _complete(self, series_uid: str, reason: str) -> None:
         with self.spool.series_lock(series_uid):

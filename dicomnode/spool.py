@@ -236,17 +236,12 @@ class Spool:
         return ids
 
     def expire(self, retention_s: float, now: float | None = None) -> int:
-        """Delete finished job folders and unmatched series older than the retention."""
+        """Delete unmatched series older than the retention; returns how many (done jobs:
+        :meth:`dicomnode.jobstore.FileJobStore.expire`)."""
         limit = (now or time.time()) - retention_s
         removed = 0
         for folder in (self.root / "unmatched").iterdir():
             if folder.stat().st_mtime < limit:
                 shutil.rmtree(folder, ignore_errors=True)
                 removed += 1
-        for job_id in self.job_ids():
-            with contextlib.suppress(SpoolError):
-                record = self.read_job(job_id)
-                if record.get("state") == "done" and float(record.get("updated", limit)) < limit:
-                    shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
-                    removed += 1
         return removed

@@ -161,7 +161,7 @@ def test_sigint_drains_requeues_running_job_and_exits_cleanly(tmp_path, plumbing
     assert "draining" in log and "requeued" in log
 
 
-def test_spool_expiry_removes_old_unmatched_and_done(tmp_path):
+def test_spool_expiry_removes_old_unmatched(tmp_path):
     import os
     import time as _time
 

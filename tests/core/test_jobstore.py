@@ -122,6 +122,23 @@ def test_unreadable_record_is_a_spool_error_and_counted(store, tmp_path):
     assert store.counts() == {"queued": 1, "unreadable": 1}
 
 
+def test_expire_forgets_only_done_jobs_past_the_retention(store, tmp_path):
+    def ended(dead: bool):
+        def settle(job: Job) -> Job:
+            job = jobs.finish_run(jobs.start_run(job), [], {}, 0.0)
+            job = jobs.delivery_failed(job, "outbox", "x", 0.0, max_attempts=1, backoff_s=0, backoff_max_s=0) \
+                if dead else jobs.delivered(job, "outbox", 0.0)
+            return jobs.settle(job)
+        return settle
+    for job_id, dead in [("done", False), ("dead", True)]:
+        store.create(_job(job_id), _incoming(store, tmp_path, job_id))
+        store.change(job_id, ended(dead))
+    updated = max(store.get(j).updated for j in store.ids())
+    assert store.expire(7 * 86400, now=updated + 7 * 86400 - 60) == 0  # not yet
+    assert store.expire(7 * 86400, now=updated + 8 * 86400) == 1
+    assert store.ids() == ["dead"]  # a dead job waits for a person, whatever its age
+
+
 def test_retry_requests_are_taken_once(store, tmp_path):
     store.request_retry("j9")
     assert store.take_requests() == ["j9"]
