@@ -105,7 +105,10 @@ class Dispatcher:
     def _loop(self) -> None:
         while not self._stop.wait(0.2):
             for job_id in self.store.take_requests():
-                self._retry_request(job_id)
+                try:
+                    self._retry_request(job_id)
+                except (DicomNodeError, OSError) as exc:  # e.g. a request naming a job that is gone
+                    log.error("job %s: cannot act on the retry request: %s", job_id, exc)
             with self._lock:
                 active = sorted(self.active)
             for job_id in active:

@@ -67,7 +67,7 @@ def _dispatching_job(store: FileJobStore, tmp_path: Path, destinations: list[str
     return job.job_id
 
 
-def test_dispatcher_delivers_to_folder_and_pacs_then_done(tmp_path, plumbing_bundle):
+def test_dispatcher_delivers_to_folder_and_pacs_then_done(tmp_path, plumbing_bundle, caplog):
     with pacs() as scp:
         dests = {"outbox": {"type": "folder", "path": str(tmp_path / "outbox")},
                  "pacs": {"type": "dimse", "ae_title": "PACS", "host": "127.0.0.1", "port": scp.port}}
@@ -75,8 +75,9 @@ def test_dispatcher_delivers_to_folder_and_pacs_then_done(tmp_path, plumbing_bun
         store = FileJobStore(Spool(config.spool.path))
         job_id = _dispatching_job(store, tmp_path, ["outbox", "pacs"])
         dispatcher = Dispatcher(config, store, Metrics(), rerun=lambda _: None)
+        store.request_retry("20261130T000000-gone0000")  # a request for a job that no longer exists
         dispatcher.add(job_id)
-        dispatcher.start()
+        dispatcher.start()  # takes the stray request first: it must not stop the thread
         try:
             job = wait_for(lambda: store.get(job_id) if store.get(job_id).state.ended else None, timeout=30)
         finally:
@@ -85,6 +86,7 @@ def test_dispatcher_delivers_to_folder_and_pacs_then_done(tmp_path, plumbing_bun
         assert {n: d.state for n, d in job.destinations.items()} == {"outbox": DeliveryState.SENT,
                                                                     "pacs": DeliveryState.SENT}
         assert scp.stored == {"1.2.826.0.1.3680043.8.498.4242": 1}
+    assert "job 20261130T000000-gone0000: cannot act on the retry request" in caplog.text
     [result] = find_results(tmp_path / "outbox", job.series_uid)
     assert json.loads(result.read_text())["outputs"] == ["MR-out.dcm"]
 
