@@ -18,7 +18,7 @@ from functools import partial
 
 from dicomnode import jobs
 from dicomnode.config import Config
-from dicomnode.errors import JobStateError
+from dicomnode.errors import DicomNodeError, JobStateError
 from dicomnode.executor import ChildProcessExecutor, Executor, Outcome, Reply, RunRequest
 from dicomnode.jobs import Job, JobState
 from dicomnode.jobstore import JobStore
@@ -91,7 +91,10 @@ class Worker:
                     job_id = self.jobs.get(timeout=0.3)
                 except queue.Empty:
                     continue
-                self._run_job(job_id, executor)
+                try:
+                    self._run_job(job_id, executor)
+                except DicomNodeError as exc:  # e.g. an unreadable job.json: that job only
+                    log.error("job %s: cannot run it: %s", job_id, exc)
         finally:
             executor.close(hard=self.hard_stop.is_set())
 

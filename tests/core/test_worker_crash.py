@@ -96,3 +96,25 @@ def test_child_dead_while_idle_costs_the_next_job_nothing(tmp_path, plumbing_bun
         records = wait_for(lambda: _terminal(node, 2), timeout=60)
     second = next(r for r in records if r["job_id"] != first["job_id"])
     assert (second["state"], second["runs"], second.get("crashes", 0)) == ("done", 1, 0), second
+
+
+def test_an_unreadable_job_costs_only_itself(tmp_path, plumbing_bundle, caplog):
+    with running_node(node_config(tmp_path, plumbing_bundle())) as node:
+        broken = node.spool.job_dir("20261130T000000-broken00")
+        broken.mkdir()
+        (broken / "job.json").write_text("{not json")
+        node.worker.submit("20261130T000000-broken00")  # as a retry request or a restart would
+        _send(node.port, mr_series(tmp_path / "ok", 2, seed="after-broken"))
+        good = wait_for(lambda: [r for r in _good_records(node) if r["state"] == "done"], timeout=60)
+    assert len(good) == 1 and good[0]["runs"] == 1
+    assert "job 20261130T000000-broken00: cannot run it" in caplog.text
+
+
+def _good_records(node) -> list[dict]:
+    records = []
+    for job_id in node.spool.job_ids():
+        try:
+            records.append(node.spool.read_job(job_id))
+        except SpoolError:
+            continue
+    return records
