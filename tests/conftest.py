@@ -19,6 +19,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+import orthanc  # noqa: E402
 from netutil import free_port, wait_for  # noqa: E402
 
 #: The browser check (OHIF + Chromium, ~1 min plus its own npm/apt set-up) is its own target,
@@ -26,6 +27,12 @@ from netutil import free_port, wait_for  # noqa: E402
 collect_ignore = [] if os.environ.get("DICOMNODE_VIEWER_TEST") == "1" else ["viewer"]
 
 pydicom.config.settings.writing_validation_mode = pydicom.config.RAISE
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Run the session in a private network namespace, as ``make test`` does with ``unshare -n``:
+    Orthanc binds all interfaces, and every test talks over loopback only."""
+    orthanc.NETNS_PROBLEM = orthanc.enter_private_netns()
 
 REPO = Path(__file__).resolve().parents[1]
 #: The shared real-DICOM test data: the repository's sibling ``shared/testdata``, or the

@@ -1,12 +1,17 @@
 """A real Orthanc PACS (Debian package) for integration tests, on loopback ports.
 
-Orthanc 1.10 binds all interfaces, so it may only run inside a private network namespace
-(``make test`` runs pytest under ``unshare -n``); :func:`private_netns` tells.
+Orthanc 1.10 binds all interfaces, so it may only run inside a private network namespace:
+``make test`` runs pytest under ``unshare -n``, and a pytest run started otherwise enters
+one itself at start (:func:`enter_private_netns`, from ``conftest.py``).
+:func:`private_netns` tells whether the run is in one.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
+import os
 import shutil
 import subprocess
 import urllib.request
@@ -15,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 from netutil import free_port, wait_for
 
 PLUGINS = "/usr/share/orthanc/plugins"
@@ -24,6 +30,32 @@ def private_netns() -> bool:
     """True when the only network interface is loopback (inside ``unshare -n``)."""
     lines = Path("/proc/net/dev").read_text().splitlines()[2:]  # per network namespace
     return {line.split(":")[0].strip() for line in lines} == {"lo"}
+
+
+_CLONE_NEWNET = 0x40000000
+
+
+def enter_private_netns() -> str:
+    """Move this process (and what it starts later) into a new network namespace with only
+    loopback up, as ``unshare -n`` + ``ip link set lo up`` would; "" on success, else why not
+    (creating one needs CAP_SYS_ADMIN, i.e. root)."""
+    if private_netns():
+        return ""
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    if libc.unshare(_CLONE_NEWNET) != 0:
+        return f"unshare(CLONE_NEWNET) failed: {os.strerror(ctypes.get_errno())} (needs root / CAP_SYS_ADMIN)"
+    up = subprocess.run(["ip", "link", "set", "lo", "up"], capture_output=True, text=True)
+    return "" if up.returncode == 0 else f"ip link set lo up failed: {up.stderr.strip()}"
+
+
+#: Why the run has no private network namespace ("" when it has one); set by conftest.py.
+NETNS_PROBLEM = ""
+
+
+def netns_skip() -> pytest.MarkDecorator:
+    """Skip mark for tests that start Orthanc, naming why no private network namespace exists."""
+    return pytest.mark.skipif(not private_netns(), reason="Orthanc binds all interfaces and no private "
+                              f"network namespace could be made: {NETNS_PROBLEM}")
 
 
 class Orthanc:

@@ -23,25 +23,14 @@ from typing import Any
 import pydicom
 import pytest
 import yaml
+from netutil import free_port
+from orthanc import netns_skip
 
 from .conftest import DOCKER, ROOT
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, netns_skip()]
 CLI = Path(sys.executable).parent / "dicomnode"
 PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
-
-
-def _private_netns() -> bool:
-    lines = Path("/proc/net/dev").read_text().splitlines()[2:]
-    return {line.split(":")[0].strip() for line in lines} == {"lo"}
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _get(url: str) -> Any:
@@ -64,9 +53,7 @@ def _wait(predicate: Any, timeout: float, what: str) -> Any:
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[dict[str, Any]]:
-    if not _private_netns():
-        pytest.skip("needs a private network namespace: unshare -n (make test does this)")
-    ports = {k: _free_port() for k in ("o_http", "o_dicom", "n_dicom", "n_http")}
+    ports = {k: free_port() for k in ("o_http", "o_dicom", "n_dicom", "n_http")}
 
     orthanc = json.loads((DOCKER / "orthanc" / "orthanc.json").read_text())
     lua = orthanc["LuaScripts"][0]

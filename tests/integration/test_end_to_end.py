@@ -26,13 +26,12 @@ import pytest
 import yaml
 from conftest import REPO
 from netutil import free_port, wait_for
-from orthanc import orthanc, private_netns
+from orthanc import netns_skip, orthanc
 
 from dicomnode.config import default_config_text
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow,
-              pytest.mark.skipif(not private_netns(), reason="Orthanc binds all interfaces: needs the private "
-                                 "network namespace that `make test` provides (unshare -n)")]
+              netns_skip()]
 
 
 def _config(tmp_path, pacs) -> str:

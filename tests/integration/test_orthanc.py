@@ -8,11 +8,10 @@ import sys
 import pytest
 from conftest import REPO, node_config, running_node
 from netutil import wait_for
-from orthanc import orthanc, private_netns
+from orthanc import netns_skip, orthanc
 
 pytestmark = [pytest.mark.integration,
-              pytest.mark.skipif(not private_netns(), reason="Orthanc binds all interfaces: needs the private "
-                                 "network namespace that `make test` provides (unshare -n)")]
+              netns_skip()]
 
 
 def _job_states(node) -> list[str]:
