@@ -20,8 +20,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -107,7 +106,7 @@ class FileJobStore:
         return self.spool.job_ids()
 
     def change(self, job_id: str, transition: Callable[[Job], Job]) -> Job:
-        with self._locked(job_id):
+        with self.spool.job_lock(job_id):
             before = self.get(job_id)
             after = transition(before)
             if after != before:
@@ -115,11 +114,6 @@ class FileJobStore:
                 self.spool.write_job(job_id, record)  # stamps "updated"
                 after = Job.from_json(record)
         return after
-
-    @contextmanager
-    def _locked(self, job_id: str) -> Iterator[None]:
-        with self.spool.job_lock(job_id):
-            yield
 
     def job_dir(self, job_id: str) -> Path:
         return self.spool.job_dir(job_id)
