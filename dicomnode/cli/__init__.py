@@ -12,13 +12,13 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import version
 
-from dicomnode.cli import check_config, echo, jobs, replay, rules, serve
+from dicomnode.cli import check_config, echo, evaluate, jobs, replay, rules, serve
 from dicomnode.errors import DicomNodeError
 
 __all__ = ["main"]
 
 #: The subcommand modules, in the order ``dicomnode --help`` lists them.
-COMMANDS = (serve, echo, check_config, rules, jobs, replay)
+COMMANDS = (serve, echo, check_config, rules, jobs, replay, evaluate)
 
 
 def _parser() -> argparse.ArgumentParser:
