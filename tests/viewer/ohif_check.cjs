@@ -82,6 +82,11 @@ async function dismiss(page, text) {
 async function texts(page) {
   return page.evaluate(() => ({
     svg: Array.from(document.querySelectorAll('svg text')).map((t) => t.textContent.trim()).filter(Boolean),
+    // the lines of each SVG text box (its <tspan>s), so that lines are not run together
+    svg_lines: Array.from(document.querySelectorAll('svg text')).map((t) => {
+      const spans = Array.from(t.querySelectorAll('tspan')).map((s) => s.textContent.trim()).filter(Boolean);
+      return spans.length ? spans : [t.textContent.trim()];
+    }),
     body: document.body.innerText,
   }));
 }

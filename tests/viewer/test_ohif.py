@@ -16,13 +16,17 @@ What happens (no mocks):
 4. tests/viewer/ohif_check.cjs drives headless chromium: open the study, double-click the
    SEG, click each node segment, double-click the SR; screenshots and DOM texts;
 5. assertions here: segment colours appear in the viewport only after the SEG is loaded
-   (regions red/green/purple, positive node yellow, negative node blue), the SR's
-   "Long axis"/"Short axis" labels are drawn, and the console has no OHIF crash.
+   (regions red/green/purple, positive node yellow, negative node blue), the viewer SR's
+   text boxes read cleanly — the node caption ("LN-1 right obturator lymph node,
+   negative:") and "Short axis: 4.85 mm" / "Long axis: 8.08 mm", no line that is neither,
+   no bare concept code such as "363698007: obturator lymph node" — and the console has no
+   OHIF crash.
 
 ``VIEWER_VARIANT`` changes the uploaded objects, to show that the test can fail and to try
 fixes: ``sr-no-planar`` (SR without its planar groups: OHIF's ReferencedSOPSequence crash),
 ``seg-other-series`` (SEG+SR built on another series that is not in the PACS),
-``sr-planar-only`` (SR reduced to its SCOORD groups, what OHIF 3.13.2 can display),
+``sr-planar-only`` (SR reduced to its TID 1410 SCOORD groups, the viewer SR before issue 14:
+OHIF shows "363698007: obturator lymph node", which the label check reports),
 ``sr-merged-nodes`` (each node's planar groups share its volumetric group's Tracking UID,
 summary group left out).
 Screenshots and ``result.json`` go to ``VIEWER_OUT`` (default ``tests/viewer/out``).
@@ -33,6 +37,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -107,6 +112,13 @@ def _outputs(seed: int, folder: Path, study_uid: str | None = None) -> tuple[lis
     return paths, build_outputs(load_volume(paths), case.labels, _bundle(), ctx, case.datasets)
 
 
+def _own_series(sr: Dataset) -> None:
+    """A variant SR in a series of its own (in the full SR's series OHIF would open that one)."""
+    import highdicom as hd
+
+    sr.SeriesInstanceUID, sr.SeriesNumber, sr.SeriesDescription = hd.UID(), 909, "LLN SR variant"
+
+
 def _filter_groups(sr: Dataset, *, with_coordinates: bool) -> Dataset:
     """SR copy keeping only the measurement groups with (or without) SCOORD/SCOORD3D items."""
     import highdicom as hd
@@ -118,6 +130,7 @@ def _filter_groups(sr: Dataset, *, with_coordinates: bool) -> Dataset:
         item.ContentSequence = [g for g in item.ContentSequence if with_coordinates == any(
             c.ValueType in ("SCOORD", "SCOORD3D") for c in g.get("ContentSequence", []))]
     sr.SOPInstanceUID = hd.UID()
+    _own_series(sr)
     return sr
 
 
@@ -149,6 +162,7 @@ def _merge_node_groups(sr: Dataset) -> Dataset:
                 kept.append(g)
         item.ContentSequence = kept
     sr.SOPInstanceUID = hd.UID()
+    _own_series(sr)
     return sr
 
 
@@ -198,6 +212,39 @@ def colour_counts(png: str | Path, margin: int = 40) -> dict[str, int]:
 def grey_fraction(png: str | Path, margin: int = 40) -> float:
     rgb = _rgb(png)[margin:-margin, margin:-margin]
     return float((np.ptp(rgb, axis=-1) < 12).mean())
+
+
+_AXIS_LINE = re.compile(r"^(Short|Long) axis: \d+\.\d\d mm$")
+_CODE_LEAK = re.compile(r"(^|\s)\d{5,18}:")  # "363698007: obturator lymph node"
+
+
+def _captions(sr: Dataset) -> list[str]:
+    """The node captions (Comment items) of the SR that OHIF is shown."""
+    return [str(it.TextValue) for c in sr.ContentSequence if c.ValueType == "CONTAINER"
+            for g in c.get("ContentSequence", []) for it in g.get("ContentSequence", [])
+            if it.ValueType == "TEXT" and it.ConceptNameCodeSequence[0].CodeValue == "121106"]
+
+
+def sr_label_problems(boxes: list[list[str]], captions: list[str]) -> list[str]:
+    """What is wrong with the SR text OHIF drew (``boxes``: the lines of each SVG text box):
+    a box reads "<caption>:" then "Short axis: 4.85 mm" / "Long axis: 8.08 mm"; a concept
+    code never shows."""
+    lines = [line for box in boxes for line in box]
+    svg = boxes
+    problems = []
+    leaks = [t for t in lines if _CODE_LEAK.search(t)]
+    if leaks:
+        problems.append(f"a concept code shows in the SR labels: {leaks}")
+    if not any(_AXIS_LINE.match(t) for t in lines):
+        problems.append(f"no SR axis measurement with its unit drawn; viewport SVG texts: {svg}")
+    shown = [t for t in lines if t.rstrip(":") in captions]
+    if not shown:
+        problems.append(f"no node caption (tracking id, side, station, status) drawn; texts {svg}, "
+                        f"captions {captions}")
+    odd = [t for t in lines if not _AXIS_LINE.match(t) and t.rstrip(":") not in captions]
+    if odd:
+        problems.append(f"SR text lines that are neither a caption nor an axis: {odd}")
+    return problems
 
 
 def _crashes(result: dict[str, Any]) -> list[str]:
@@ -311,11 +358,10 @@ def test_ohif_shows_seg_and_sr(tmp_path: Path) -> None:
             summary["colours_node_shots"][label] = counts
             if counts[colour] <= 30:
                 problems.append(f"{colour} node {label!r} not drawn: {counts}")
-        # SR: the planar groups are drawn with their measurement labels
-        svg = run["texts"].get("after_sr", {}).get("svg", [])
-        summary["sr_svg_texts"] = svg
-        if not any(t.startswith(("Long axis", "Short axis")) and "mm" in t for t in svg):
-            problems.append(f"no SR axis measurement drawn; viewport SVG texts: {svg}")
+        # SR: the node groups are drawn with clean labels (no bare concept code)
+        boxes = run["texts"].get("after_sr", {}).get("svg_lines", [])
+        summary["sr_svg_lines"] = boxes
+        problems += sr_label_problems(boxes, _captions(sr))
         summary["problems"] = problems
         assert not problems, "OHIF check failed:\n- " + "\n- ".join(problems)
     finally:

@@ -19,6 +19,7 @@ __all__ = [
     "STATION_CODES",
     "STATION_NAMES",
     "UNKNOWN_STATION",
+    "node_caption",
     "node_tracking_uid",
     "station_code",
 ]
@@ -48,3 +49,9 @@ def node_tracking_uid(ctx: PipelineContext, bundle: ModelBundle, node: NodeFindi
     """Deterministic TrackingUID of a node, shared by the SEG segment and the SR groups."""
     return ctx.uid(bundle, f"node.{node.number}.tracking")
 
+
+
+def node_caption(node: NodeFinding) -> str:
+    """How a node reads in a viewer: ``LN-3 left external iliac lymph node, positive``."""
+    where = f"{node.side} {STATION_NAMES.get(node.station or '', 'pelvic')} lymph node"
+    return f"{node.tracking_id} {where}, {'positive' if node.positive else 'negative'}"

@@ -3,7 +3,7 @@
 The report's measurement groups (per node one volumetric and two planar groups, and a
 summary group with the patient-level status) are built in :mod:`.sr_content`; here they
 become the SR document, which is read back before it is returned (strict on output), and
-its planar-only companion for viewers (:func:`build_viewer_sr`). A series without nodes
+its companion for viewers (:func:`build_viewer_sr`). A series without nodes
 gets only the summary (no lymph nodes detected, status negative) and no SEG is referenced.
 """
 
@@ -24,7 +24,7 @@ from dicomnode.outputs.common import MANUFACTURER, read_back, series_description
 from dicomnode.pipelines.base import PipelineContext
 from dicomnode.pipelines.mri_lln.findings import LlnFindings
 from dicomnode.pipelines.mri_lln.seg import source_images
-from dicomnode.pipelines.mri_lln.sr_content import measurement_groups, observation_context
+from dicomnode.pipelines.mri_lln.sr_content import measurement_groups, observation_context, viewer_groups
 
 if TYPE_CHECKING:
     import highdicom as hd
@@ -34,7 +34,7 @@ __all__ = ["SR_SERIES_NUMBER", "VIEWER_SR_SERIES_NUMBER", "build_sr", "build_vie
 logger = logging.getLogger(__name__)
 
 SR_SERIES_NUMBER = 902
-#: The planar-only companion SR for viewers (OHIF 3.13 crashes on any measurement group
+#: The companion SR for viewers (OHIF 3.13 crashes on any measurement group
 #: without image coordinates: volumetric groups and the summary group alike).
 VIEWER_SR_SERIES_NUMBER = 903
 
@@ -74,8 +74,14 @@ def _check_readback(
     """
     parsed = read_back(sr, "viewer SR" if viewer else "SR", store)
     n = len(findings.nodes)
+    if viewer:  # one or two groups per node, each axis once, a caption in every group
+        groups, inferred, other = _viewer_counts(parsed)
+        if not (n <= groups <= 2 * n and inferred == 2 * n and other == 0):
+            raise OutputError(f"viewer SR read-back has {groups} node groups with {inferred} axis polylines and "
+                              f"{other} other groups, expected {n}-{2 * n} groups with {2 * n} polylines")
+        return
     counts = _group_counts(parsed)
-    expected = (0, 2 * n, 0) if viewer else (n, 2 * n, 1)
+    expected = (n, 2 * n, 1)
     if counts != expected:
         raise OutputError(f"SR read-back has (volumetric, planar, summary) groups {counts}, expected {expected}")
 
@@ -84,17 +90,36 @@ def _is_planar_group(item: Dataset) -> bool:
     return any(it.ValueType in ("SCOORD", "SCOORD3D") for it in item.get("ContentSequence", []))
 
 
-def _planar_only(item: Dataset) -> Dataset:
-    """``item`` itself, or for the Imaging Measurements container a copy with only its planar groups."""
+def _viewer_item(item: Dataset, findings: LlnFindings, ctx: PipelineContext, bundle: ModelBundle) -> Dataset:
+    """``item`` itself, or for the Imaging Measurements container a copy with the viewer groups."""
     if item.ValueType != "CONTAINER" or _code(item) != "126010":
         return item
     container = Dataset()
     for elem in item:
         if elem.keyword != "ContentSequence":
             container.add(elem)
-    container.ContentSequence = [g for g in item.ContentSequence if _is_planar_group(g)]
+    planar = [g for g in item.ContentSequence if _is_planar_group(g)]
+    container.ContentSequence = viewer_groups(planar, findings, (ctx, bundle))
     return container
 
+
+def _viewer_counts(sr: Dataset) -> tuple[int, int, int]:
+    """(groups, NUMs with an INFERRED FROM SCOORD, other groups) of a parsed viewer SR."""
+    groups = inferred = other = 0
+    for container in sr.ContentSequence:
+        if container.ValueType != "CONTAINER" or _code(container) != "126010":
+            continue
+        for group in container.get("ContentSequence", []):
+            items = group.get("ContentSequence", [])
+            nums = [it for it in items if it.ValueType == "NUM" and any(
+                c.ValueType == "SCOORD" and c.RelationshipType == "INFERRED FROM"
+                for c in it.get("ContentSequence", []))]
+            comments = [it for it in items if it.ValueType == "TEXT" and _code(it) == "121106"]
+            if nums and comments and not _is_planar_group(group):
+                groups, inferred = groups + 1, inferred + len(nums)
+            else:
+                other += 1
+    return groups, inferred, other
 
 
 def build_sr(
@@ -170,24 +195,26 @@ def build_viewer_sr(
     *,
     encoded: MutableMapping[str, bytes] | None = None,
 ) -> Dataset:
-    """The planar-only companion of the full SR ``sr``, for viewers, and verify it.
+    """The companion of the full SR ``sr`` for viewers, and verify it.
 
-    Same header, evidence, observation context and short/long-axis polyline groups as
-    ``sr``; no volumetric or summary groups (OHIF 3.13 cannot open those); its own series
-    (number 903) and instance UIDs. Derived from ``sr`` instead of built again with
-    highdicom, which costs ~40 ms per node: the groups are shared, not copied (neither
-    dataset is changed after this).
+    Same header, evidence and observation context as ``sr``; no volumetric or summary
+    groups (OHIF 3.13 cannot open those); per node the short/long-axis polylines in TID 1501
+    groups with a caption (:func:`~dicomnode.pipelines.mri_lln.sr_content.viewer_groups`,
+    which says why); its own series (number 903) and instance UIDs. Derived from ``sr``
+    instead of built again with highdicom, which costs ~40 ms per node: unchanged items are
+    shared, not copied (neither dataset is changed after this).
 
     Raises
     ------
     OutputError
-        The result does not read back with exactly the planar groups.
+        The result does not read back with one or two captioned groups per node holding
+        each axis polyline once.
     """
     viewer = Dataset()
     for elem in sr:  # shared elements: setting one of them on `viewer` would change `sr`
         if elem.keyword not in _VIEWER_OWN:
             viewer.add(elem)
-    viewer.ContentSequence = [_planar_only(item) for item in sr.ContentSequence]
+    viewer.ContentSequence = [_viewer_item(item, findings, ctx, bundle) for item in sr.ContentSequence]
     viewer.SeriesInstanceUID = ctx.uid(bundle, "sr-viewer.series")
     viewer.SOPInstanceUID = ctx.uid(bundle, "sr-viewer.instance")
     viewer.SeriesNumber = VIEWER_SR_SERIES_NUMBER

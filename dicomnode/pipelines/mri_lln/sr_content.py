@@ -13,10 +13,22 @@ A TID 1501 summary group ``LLN status`` carries the patient level: "Lymph node"
 present/absent (any node detected), "Neoplasm, Secondary" present/absent (lateral
 lymph-node status) and the number of positive nodes. The observer is the model, as a
 device (:func:`observation_context`).
+
+The viewer SR gets other groups (:func:`viewer_groups`), shaped by what OHIF 3.13.2 shows
+(``extensions/cornerstone-dicom-sr/src/getSopClassHandlerModule.ts``): for a group with a
+top-level SCOORD (TID 1410) its text box is "<NUM meaning>: <value> <unit>" per measurement
+plus ``363698007: <site meaning>`` (it labels the finding site with the bare SNOMED code
+value, and shows neither tracking identifier nor laterality). A TID 1501 group whose NUMs
+are each INFERRED FROM their SCOORD polyline (TID 300) is drawn as well, and there OHIF
+shows a "Comment" TEXT item first and ignores the SNOMED finding site. So each node gets one
+TID 1501 group per key slice: both axes (or one, when they lie on different slices), the
+finding site and status as coded items, and a comment ``LN-3 left external iliac lymph
+node, positive`` that OHIF prints above "Short axis: 4.85 mm" / "Long axis: 8.08 mm".
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Union
 
@@ -31,7 +43,7 @@ from dicomnode.inference.manifest import ModelBundle
 from dicomnode.outputs.common import MANUFACTURER
 from dicomnode.pipelines.base import PipelineContext
 from dicomnode.pipelines.mri_lln.axes import AxisMeasurement
-from dicomnode.pipelines.mri_lln.codes import LATERALITY_CODES, node_tracking_uid, station_code
+from dicomnode.pipelines.mri_lln.codes import LATERALITY_CODES, node_caption, node_tracking_uid, station_code
 from dicomnode.pipelines.mri_lln.findings import LlnFindings, NodeFinding
 
 if TYPE_CHECKING:
@@ -43,10 +55,12 @@ _Group = Union[
     "hd.sr.MeasurementsAndQualitativeEvaluations",
 ]
 
-__all__ = ["METASTASIS", "SUMMARY_TRACKING_ID", "measurement_groups", "observation_context"]
+__all__ = ["COMMENT", "METASTASIS", "SUMMARY_TRACKING_ID", "measurement_groups", "observation_context", "viewer_groups"]
 
 SUMMARY_TRACKING_ID = "LLN status"
 METASTASIS = codes.cid7159.NeoplasmSecondary  # SCT 14799000
+COMMENT = Code("121106", "DCM", "Comment")
+_TRACKING = ("112039", "112040")  # Tracking Identifier, Tracking Unique Identifier
 
 
 def _present(flag: bool) -> Code:
@@ -227,3 +241,76 @@ def observation_context(bundle: ModelBundle, ctx: PipelineContext) -> hd.sr.Obse
         ),
     )
     return hd.sr.ObservationContext(observer_device_context=observer)
+
+
+def _concept(item: Dataset) -> str:
+    names = item.get("ConceptNameCodeSequence")
+    return str(names[0].CodeValue) if names else ""
+
+
+def _inferred_num(planar: Dataset) -> Dataset:
+    """A copy of the planar group's NUM with a copy of its SCOORD under it (INFERRED FROM)."""
+    items = planar.ContentSequence
+    num: Dataset = copy.deepcopy(next(it for it in items if it.ValueType == "NUM"))
+    region = copy.deepcopy(next(it for it in items if it.ValueType == "SCOORD"))
+    region.RelationshipType = "INFERRED FROM"
+    num.ContentSequence = [*num.get("ContentSequence", []), region]
+    return num
+
+
+def _node_group(planars: Sequence[Dataset], tracking: tuple[str, str], caption: str) -> Dataset:
+    """One TID 1501 group from the planar group(s) of one node on one slice."""
+    import highdicom as hd
+
+    first = planars[0]
+    group = Dataset()
+    for elem in first:
+        if elem.keyword != "ContentSequence":
+            group.add(copy.deepcopy(elem))
+    content: list[Dataset] = [*hd.sr.TrackingIdentifier(uid=tracking[0], identifier=tracking[1])]
+    for item in first.ContentSequence:
+        if item.ValueType == "NUM":
+            content.extend(_inferred_num(p) for p in planars)
+        elif item.ValueType != "SCOORD" and _concept(item) not in _TRACKING:
+            content.append(item)
+    content.append(hd.sr.TextContentItem(name=COMMENT, value=caption, relationship_type="CONTAINS"))
+    group.ContentSequence = content
+    return group
+
+
+def viewer_groups(
+    planar: Sequence[Dataset], findings: LlnFindings, ctx_bundle: tuple[PipelineContext, ModelBundle]
+) -> list[Dataset]:
+    """The viewer SR's measurement groups, made from the full SR's encoded planar groups.
+
+    Per node one group with both axis polylines when they lie on the same slice (tracking
+    identifier ``LN-n``, the node's TrackingUID shared with its SEG segment), else one group
+    per axis keeping the planar group's tracking identifier and UID. Items that are not
+    changed are shared with ``planar``, not copied.
+
+    Raises
+    ------
+    OutputError
+        A node has no short- or long-axis planar group in ``planar``.
+    """
+    ctx, bundle = ctx_bundle
+    by_id = {}
+    for group in planar:
+        ident = next((it for it in group.ContentSequence if _concept(it) == _TRACKING[0]), None)
+        if ident is not None:
+            by_id[str(ident.TextValue)] = group
+    groups = []
+    for node in findings.nodes:
+        wanted = [f"{node.tracking_id} {which} axis" for which in ("short", "long")]
+        if any(w not in by_id for w in wanted):
+            raise OutputError(f"the SR has no short/long-axis group for node {node.tracking_id}")
+        pair = [by_id[w] for w in wanted]
+        if node.short_axis.slice_index == node.long_axis.slice_index:
+            tracking = (node_tracking_uid(ctx, bundle, node), node.tracking_id)
+            groups.append(_node_group(pair, tracking, node_caption(node)))
+            continue
+        for group in pair:
+            items = {_concept(it): it for it in group.ContentSequence}
+            tracking = (str(items[_TRACKING[1]].UID), str(items[_TRACKING[0]].TextValue))
+            groups.append(_node_group([group], tracking, node_caption(node)))
+    return groups

@@ -52,7 +52,7 @@ def test_build_outputs_matches_phantom_truth(tmp_path: Path) -> None:
     headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in paths]
     result = build_outputs(volume, case.labels, BUNDLE, _ctx(paths, tmp_path), headers)
     assert [ds.Modality for ds in result.datasets] == ["SEG", "SR", "SR"]
-    assert [ds.SeriesNumber for ds in result.datasets] == [901, 902, 903]  # 903: planar-only viewer SR
+    assert [ds.SeriesNumber for ds in result.datasets] == [901, 902, 903]  # 903: viewer SR
     _check_valid(result.datasets, tmp_path)
     found = result.findings
     assert found["model"] == {"id": "lln-t2-demo", "version": "0.0-test"}
@@ -153,7 +153,7 @@ def test_demo_model_finds_nodes(pipeline, tmp_path: Path) -> None:
     paths = _write(case, tmp_path / "mr")
     result = pipeline.run(paths, _ctx(paths, tmp_path))
     assert [ds.Modality for ds in result.datasets] == ["SEG", "SR", "SR"]
-    assert [ds.SeriesNumber for ds in result.datasets] == [901, 902, 903]  # 903: planar-only viewer SR
+    assert [ds.SeriesNumber for ds in result.datasets] == [901, 902, 903]  # 903: viewer SR
     found = result.findings
     # the demo model (held-out detection 49/49) finds the phantom's nodes where they are
     assert sorted((n["station"], n["side"]) for n in found["nodes"]) == sorted((n.station, n.side) for n in case.nodes)
@@ -182,14 +182,14 @@ def test_sr_structure_check_catches_a_missing_group(tmp_path: Path) -> None:
     from types import SimpleNamespace
 
     from dicomnode.errors import OutputError
-    from dicomnode.pipelines.mri_lln.sr import _check_readback, _group_counts
+    from dicomnode.pipelines.mri_lln.sr import _check_readback, _group_counts, _viewer_counts
 
     case = generate_case(21)
     paths = case.write(tmp_path / "mr")
     result = build_outputs(load_volume(paths), case.labels, BUNDLE, _ctx(paths, tmp_path), case.datasets)
     _, sr, viewer = result.datasets
     n = result.findings["n_nodes"]
-    assert _group_counts(sr) == (n, 2 * n, 1) and _group_counts(viewer) == (0, 2 * n, 0)
+    assert _group_counts(sr) == (n, 2 * n, 1) and _viewer_counts(viewer) == (n, 2 * n, 0)
     measurements = next(c for c in sr.ContentSequence if c.ValueType == "CONTAINER")
     del measurements.ContentSequence[-1]  # drop one planar group
     with pytest.raises(OutputError, match="read-back has"):
