@@ -17,10 +17,16 @@ several orientations, duplicate positions, missing slices, a different in-plane 
 :class:`~dicomnode.errors.VolumeError` whose message names the problem and the instances.
 Reading the planes is :mod:`dicomnode.dicom.frames`, checking that they form one stack
 :mod:`dicomnode.dicom.stack`; the axes and the voxel array are made here.
+
+A model trained on arrays of one orientation gets its input in that orientation:
+:func:`to_model_grid` permutes and reverses the array's axes (no resampling) so that each
+axis points the way the model's bundle declares (an axis code such as ``"LPS"``), and
+:meth:`ModelGrid.restore` puts the model's label map back onto the volume's grid.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,7 +44,15 @@ from dicomnode.errors import VolumeError
 if TYPE_CHECKING:
     import SimpleITK
 
-__all__ = ["SourceFrame", "Volume", "load_volume", "read_instances"]
+__all__ = [
+    "ModelGrid",
+    "SourceFrame",
+    "Volume",
+    "is_axis_code",
+    "load_volume",
+    "read_instances",
+    "to_model_grid",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -199,3 +213,95 @@ def load_volume(items: Sequence[Path | str | Dataset], *, spacing_tolerance: flo
     )
     logger.debug("volume %s from %d instance(s)", volume.shape, len(datasets))
     return volume
+
+
+#: Axis-code letter → (LPS axis, sign): the patient direction an index axis increases towards.
+_TOWARDS = {"L": (0, 1), "R": (0, -1), "P": (1, 1), "A": (1, -1), "S": (2, 1), "I": (2, -1)}
+
+
+def is_axis_code(code: object) -> bool:
+    """True for a valid axis code: three letters of ``LRPAIS``, one per patient axis.
+
+    Letter k names the patient direction towards which index axis k (x = column, y = row,
+    z = slice, as in ITK/NIfTI images) increases, as nibabel's ``aff2axcodes`` does:
+    ``"LPS"`` is a head-first-supine axial DICOM series (columns to the patient's left,
+    rows to posterior, slices to superior).
+    """
+    return (
+        isinstance(code, str)
+        and len(code) == 3
+        and all(c in _TOWARDS for c in code)
+        and len({_TOWARDS[c][0] for c in code}) == 3
+    )
+
+
+@dataclass(frozen=True, eq=False)  # arrays: identity equality
+class ModelGrid:
+    """A volume's voxels with their axes permuted and reversed for a model (no resampling).
+
+    Attributes
+    ----------
+    array
+        ``(z, y, x)`` array in the model's orientation (C-contiguous).
+    spacing_zyx
+        Spacing of ``array``'s axes in mm.
+    order
+        ``numpy.transpose`` axes taking the volume's array to the model's axis order.
+    flips
+        Axes of the transposed array that are then reversed.
+    """
+
+    array: np.ndarray
+    spacing_zyx: tuple[float, float, float]
+    order: tuple[int, int, int]
+    flips: tuple[int, ...]
+
+    def restore(self, label_map: np.ndarray) -> np.ndarray:
+        """Map an array on the model's grid (e.g. its label map) back onto the volume's grid."""
+        back = np.flip(np.asarray(label_map), axis=self.flips) if self.flips else np.asarray(label_map)
+        return np.ascontiguousarray(np.transpose(back, np.argsort(self.order)))
+
+
+def to_model_grid(volume: Volume, code: str | None) -> ModelGrid:
+    """The volume's array in the orientation a model was trained in.
+
+    Parameters
+    ----------
+    volume
+        The source volume.
+    code
+        The model's axis code (:func:`is_axis_code`), or None to keep the stored order.
+
+    Returns
+    -------
+    ModelGrid
+        Each index axis of the volume goes to the model axis whose patient direction it is
+        closest to (the permutation with the largest total ``|cos|``, so an oblique series
+        maps as its nearest orthogonal one), reversed where it points the opposite way.
+
+    Raises
+    ------
+    VolumeError
+        ``code`` is not a valid axis code.
+    """
+    if code is None:
+        return ModelGrid(np.ascontiguousarray(volume.array), volume.spacing_zyx, (0, 1, 2), ())
+    if not is_axis_code(code):
+        raise VolumeError(f"axis code {code!r} is not three letters of LRPAIS, one per patient axis")
+    want = [_TOWARDS[c] for c in code]  # per model axis x, y, z: (LPS axis, sign)
+    cos = volume.direction  # columns: the volume's x, y, z axes in LPS
+
+    def fit(perm: tuple[int, ...]) -> float:  # perm[a] = model axis of volume axis a
+        return sum(abs(float(cos[want[perm[a]][0], a])) for a in range(3))
+
+    perm = max(itertools.permutations(range(3)), key=fit)
+    order, flips = [0, 0, 0], []
+    for a, t in enumerate(perm):  # image axis a is array axis 2 - a
+        order[2 - t] = 2 - a
+        axis, sign = want[t]
+        if cos[axis, a] * sign < 0:
+            flips.append(2 - t)
+    array = np.transpose(volume.array, order)
+    array = np.flip(array, axis=tuple(flips)) if flips else array
+    spacing = tuple(volume.spacing_zyx[o] for o in order)
+    return ModelGrid(np.ascontiguousarray(array), spacing, tuple(order), tuple(sorted(flips)))  # type: ignore[arg-type]

@@ -6,6 +6,10 @@ once per volume. It fixes nnU-Net's contract in one place:
 * the input is a ``(z, y, x)`` array with spacing ``(z, y, x)`` in mm — exactly what
   nnU-Net's SimpleITK reader gives for an image (``GetArrayFromImage`` order, spacing
   reversed), so the result equals ``nnUNetv2_predict`` on the same image written to disk;
+* the volume is handed over in the orientation the model was trained in (``input.orientation``,
+  an axis code such as ``LPS``; :func:`dicomnode.dicom.volume.to_model_grid` permutes and
+  reverses the axes, no resampling), and the label map goes back onto the source grid, so a
+  series stored with rows or columns reversed or swapped gets the same stations;
 * the device is explicit (``"auto"`` picks CUDA when available, else CPU);
 * test-time mirroring follows the manifest (``input.use_mirroring``, default false:
   left/right must not be swapped in the pelvis);
@@ -16,7 +20,7 @@ torch and nnunetv2 are imported only here, and only when a runner is built.
 Manifest keys read (``input`` section): ``model_folder`` (default ``nnunet``),
 ``configuration`` (default ``3d_fullres``), ``folds`` (default: every ``fold_N`` folder
 present, ensembled), ``checkpoint`` (default ``checkpoint_final.pth``), ``use_mirroring``
-(default false).
+(default false), ``orientation`` (default: none, the array as stored).
 """
 
 from __future__ import annotations
@@ -32,10 +36,11 @@ from typing import Any
 
 import numpy as np
 
+from dicomnode.dicom.volume import Volume, is_axis_code, to_model_grid
 from dicomnode.errors import ModelError
 from dicomnode.inference.manifest import ModelBundle
 
-__all__ = ["NnUNetRunner", "is_available"]
+__all__ = ["NnUNetRunner", "is_available", "model_orientation"]
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +120,7 @@ class NnUNetRunner:
         self.configuration = str(spec.get("configuration", "3d_fullres"))
         self.checkpoint = str(spec.get("checkpoint", "checkpoint_final.pth"))
         self.use_mirroring = bool(spec.get("use_mirroring", False))
+        self.orientation = model_orientation(bundle)
         self.folds = self._check_folder(spec.get("folds"))
         self.device = _resolve_device(device)
         self._predictor = self._load()
@@ -184,6 +190,20 @@ class NnUNetRunner:
         labels = self._predictor.dataset_json["labels"]
         return tuple(sorted(int(v) for v in labels.values() if isinstance(v, int)))
 
+    def predict_volume(self, volume: Volume) -> np.ndarray:
+        """Segment a volume in the model's declared orientation; the label map is on the
+        volume's grid (``(z, y, x)`` like ``volume.array``).
+
+        Raises
+        ------
+        ModelError
+            nnU-Net failed (see :meth:`predict`).
+        """
+        grid = to_model_grid(volume, self.orientation)
+        if grid.order != (0, 1, 2) or grid.flips:
+            logger.debug("volume reoriented for %s: axes %s, reversed %s", self.bundle.id, grid.order, grid.flips)
+        return grid.restore(self.predict(grid.array, grid.spacing_zyx))
+
     def predict(self, array_zyx: np.ndarray, spacing_zyx: tuple[float, float, float]) -> np.ndarray:
         """Segment one single-channel volume.
 
@@ -223,6 +243,25 @@ class NnUNetRunner:
                 f"model '{self.bundle.id}': nnU-Net returned shape {seg.shape} for {array.shape}"
             )
         return seg.astype(np.uint8, copy=False)
+
+
+def model_orientation(bundle: ModelBundle) -> str | None:
+    """The bundle's ``input.orientation`` axis code, or None when it declares none.
+
+    Raises
+    ------
+    ModelError
+        The value is not an axis code (three letters of LRPAIS, one per patient axis).
+    """
+    code = dict(bundle.input).get("orientation")
+    if code is None:
+        return None
+    if not is_axis_code(code):
+        raise ModelError(
+            f"model '{bundle.id}': input.orientation {code!r} is not an axis code: three letters "
+            "of L/R, P/A, S/I naming where the column, row and slice index increase, e.g. LPS"
+        )
+    return str(code)
 
 
 def _check_weights_only(path: Path, model_id: str) -> dict[str, Any]:

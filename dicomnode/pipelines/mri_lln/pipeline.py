@@ -4,7 +4,8 @@
 :meth:`MriLlnPipeline.run` processes one series:
 
 1. :func:`~dicomnode.dicom.volume.load_volume` (sorting, geometry, checks);
-2. ``NnUNetRunner.predict(volume.array, volume.spacing_zyx)`` → label map on the grid;
+2. ``NnUNetRunner.predict_volume(volume)`` → label map on the grid (the array is handed to
+   nnU-Net in the orientation the bundle declares, and the result put back);
 3. :func:`build_outputs`: :func:`~dicomnode.pipelines.mri_lln.findings.compute_findings`,
    then the BINARY SEG (only when nodes were found) and the TID 1500 SR.
 
@@ -140,7 +141,7 @@ class MriLlnPipeline:
             volume.shape,
             tuple(round(s, 3) for s in volume.spacing_zyx),
         )
-        label_map = self.runner.predict(volume.array, volume.spacing_zyx)
+        label_map = self.runner.predict_volume(volume)
         for ds in datasets:  # the volume holds its own copy; evidence needs headers only
             del ds.PixelData
         result = build_outputs(volume, label_map, self.bundle, ctx, datasets)

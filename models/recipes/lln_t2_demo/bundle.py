@@ -49,6 +49,8 @@ def write_bundle(out: Path) -> ModelBundle:
             "folds": folds,
             "checkpoint": "checkpoint_final.pth",
             "use_mirroring": False,
+            # data.py trains on the phantoms as stored: columns → L, rows → P, slices → S
+            "orientation": "LPS",
         },
         "labels": {
             1: {"role": "region", "station": "internal_iliac"},
