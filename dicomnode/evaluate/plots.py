@@ -67,7 +67,7 @@ def dice_plot(path: Path, values: Sequence[float], published: float | None, titl
     plt = _plt()
     fig, ax = plt.subplots(figsize=(4, 3.2))
     if values:
-        ax.boxplot([list(values)], vert=False, widths=0.5)
+        ax.boxplot([list(values)], orientation="horizontal", widths=0.5)
         ax.scatter(values, np.ones(len(values)) + np.linspace(-0.12, 0.12, len(values)), s=14, zorder=3)
     if published is not None:
         ax.axvline(published, color="tab:red", ls="--", label=f"study's mean {published:.3f}")

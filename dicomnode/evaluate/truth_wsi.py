@@ -68,15 +68,14 @@ class WsiTruth:
         shape = (math.ceil(size_px[1] * scale - 1e-9), math.ceil(size_px[0] * scale - 1e-9))
         if self.mask is not None:
             return self._resampled(mpp, base_mpp, size_px, shape)
-        from PIL import Image, ImageDraw
+        from skimage.draw import polygon
 
-        image = Image.new("1", (shape[1], shape[0]), 0)
-        draw = ImageDraw.Draw(image)
-        for outer, holes in self.polygons:  # PIL fills pixel (c, r) when its centre (c+.5, r+.5)… is inside
-            draw.polygon([(float(x) * scale - 0.5, float(y) * scale - 0.5) for x, y in outer], fill=1)
-            for hole in holes:
-                draw.polygon([(float(x) * scale - 0.5, float(y) * scale - 0.5) for x, y in hole], fill=0)
-        return np.asarray(image, dtype=bool)
+        out = np.zeros(shape, dtype=bool)
+        for outer, holes in self.polygons:  # pixel centres (c + 0.5, r + 0.5) inside the ring
+            for ring, value in ((outer, True), *((h, False) for h in holes)):
+                rows, cols = polygon(ring[:, 1] * scale - 0.5, ring[:, 0] * scale - 0.5, shape)
+                out[rows, cols] = value
+        return out
 
     def _resampled(self, mpp: float, base_mpp: float, size_px: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:
         assert self.mask is not None
