@@ -73,7 +73,7 @@ class WsiTruth:
         out = np.zeros(shape, dtype=bool)
         for outer, holes in self.polygons:  # pixel centres (c + 0.5, r + 0.5) inside the ring
             for ring, value in ((outer, True), *((h, False) for h in holes)):
-                rows, cols = polygon(ring[:, 1] * scale - 0.5, ring[:, 0] * scale - 0.5, shape)
+                rows, cols = polygon(ring[:, 1] * scale - 0.5, ring[:, 0] * scale - 0.5, shape)  # type: ignore[no-untyped-call]
                 out[rows, cols] = value
         return out
 
