@@ -291,6 +291,7 @@ class Route:
     destinations: tuple[str, ...]
     rule: Rule
     settings: Mapping[str, Any] = field(default_factory=dict)
+    on_refused: str = "report"  # a refused series: "report" (a "not analysed" SR) or "silent"
 
     @classmethod
     def parse(cls, sec: Section, models: Mapping[str, ModelRef], dests: Mapping[str, Destination]) -> Route:
@@ -308,8 +309,12 @@ class Route:
             rule = compile_rule(sec.get("match", dict, fix=example))
         except RoutingError as exc:
             raise ConfigError(f"{sec.path}.match", sec.data.get("match"), str(exc)) from exc
+        on_refused = sec.get("on_refused", str, "report")
+        if on_refused not in ("report", "silent"):
+            raise ConfigError(f"{sec.path}.on_refused", on_refused, "use report (a 'not analysed' SR) or silent")
         route = cls(name=name, pipeline=sec.get("pipeline", str, fix="name a pipeline (mri-lln, wsi-two-stage)"),
-                    model=model, destinations=targets, rule=rule, settings=sec.get("settings", dict, {}))
+                    model=model, destinations=targets, rule=rule, settings=sec.get("settings", dict, {}),
+                    on_refused=on_refused)
         sec.finish()
         return route
 

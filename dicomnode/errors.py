@@ -9,6 +9,7 @@
     ├── IngestError                an inbound instance was refused (carries a DIMSE status)
     ├── RoutingError               a rule is malformed or a series cannot be routed
     ├── ModelError                 a model bundle is missing, malformed or fails its hashes
+    ├── InputRefused               an input is outside its model's requirements (job ``refused``)
     ├── PipelineError              a pipeline job failed (bad series, unsupported slide, ...)
     │   └── VolumeError            a series does not form one regular volume
     ├── OutputError                a SEG/SR could not be built or failed validation
@@ -20,13 +21,15 @@ message that says what failed, where, and how to fix it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 __all__ = [
     "ConfigError",
     "DicomNodeError",
     "DispatchError",
     "IngestError",
+    "InputRefused",
     "JobStateError",
     "ModelError",
     "OutputError",
@@ -85,6 +88,29 @@ class RoutingError(DicomNodeError):
 
 class ModelError(DicomNodeError):
     """A model bundle is missing, malformed, or its files fail their sha256."""
+
+
+class InputRefused(DicomNodeError):
+    """The guard refused an input: it is outside the model bundle's requirements.
+
+    Parameters
+    ----------
+    message
+        Every failed requirement: name, value found, value expected.
+    verdicts
+        Every check as JSON (``requirement``, ``found``, ``expected``, ``passed``).
+    measures
+        What the guard measured on the input (JSON).
+    series_uid
+        The refused series.
+    """
+
+    def __init__(self, message: str, *, verdicts: Sequence[Mapping[str, Any]] = (),
+                 measures: Mapping[str, Any] | None = None, series_uid: str | None = None) -> None:
+        self.verdicts = tuple(dict(v) for v in verdicts)
+        self.measures = dict(measures or {})
+        self.series_uid = series_uid
+        super().__init__(message)
 
 
 class PipelineError(DicomNodeError):

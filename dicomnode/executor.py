@@ -36,6 +36,7 @@ class RunRequest:
     series_uid: str
     uid_root: str
     settings: dict[str, Any] = field(default_factory=dict)
+    on_refused: str = "report"  # the route's on_refused: "report" (a "not analysed" SR) or "silent"
 
 
 class Outcome(enum.Enum):
@@ -43,6 +44,7 @@ class Outcome(enum.Enum):
 
     DONE = "done"  # outputs written
     FAILED = "failed"  # the pipeline reported an error (bad input, model error, …)
+    REFUSED = "refused"  # the guard refused the input (outside the model's requirements)
     CRASHED = "crashed"  # the process running it died (signal, OOM kill, abort)
     TIMED_OUT = "timed_out"  # worker.job_timeout_s passed
     INTERRUPTED = "interrupted"  # the node is shutting down: run it again at the next start
@@ -51,7 +53,8 @@ class Outcome(enum.Enum):
 @dataclass(frozen=True)
 class Reply:
     """The result of one run. ``error`` says what happened for every outcome but ``DONE``
-    (for ``CRASHED``: how the process ended, e.g. ``signal SIGSEGV``)."""
+    (for ``CRASHED``: how the process ended, e.g. ``signal SIGSEGV``; for ``REFUSED``: every
+    failed requirement, and ``outputs`` holds the "not analysed" report, if any)."""
 
     outcome: Outcome
     error: str = ""
@@ -150,7 +153,7 @@ class ChildProcessExecutor:
     def run(self, request: RunRequest, timeout_s: float, stop: threading.Event) -> Reply:
         self._replace_if_dead()
         reply = self._child.run(request, timeout_s, stop)
-        if reply.outcome not in (Outcome.DONE, Outcome.FAILED):
+        if reply.outcome not in (Outcome.DONE, Outcome.FAILED, Outcome.REFUSED):
             self._child.kill()  # crashed, hung or interrupted: never reuse it
             self._child = _Child(*self._log)
         return reply

@@ -7,16 +7,19 @@ Nothing outside this module writes a job's fields by hand.
 
 Job states::
 
-    queued ──start_run──► running ──finish_run──► dispatching ──settle──► done
-      ▲                     │  │                      │
-      │  crashed (< max) ◄──┘  └─fail / crashed (max)─┼──► failed
-      │  interrupt, recover ◄┘                        └──settle──► dead (a destination
-      │                                                             exhausted its attempts)
-      └── retry (failed)              retry (dead, dispatching) ──► dispatching
+    queued ──start_run──► running ──finish_run──► dispatching ──settle──► done (refused, when
+      ▲                     │ │ │                   ▲    │                the outputs are a
+      │  crashed (< max) ◄──┘ │ └─refuse (report)───┘    │                "not analysed" report)
+      │  interrupt, recover ◄─┤                          └──settle──► dead (a destination
+      │                       ├─refuse (silent)──► refused               exhausted its attempts)
+      │                       └─fail / crashed (max)──► failed
+      └── retry (failed, refused)      retry (dead, dispatching) ──► dispatching
 
-A job whose route is disabled is created ``failed``. ``dicomnode jobs retry`` runs a
-failed job again with a fresh crash count, and re-arms the destinations not yet sent of
-a dead or dispatching job.
+A job whose route is disabled is created ``failed``. A job whose input the guard refused
+(outside the model's requirements) ends ``refused`` with the reason in ``refusal``: at
+once when its route is ``on_refused: silent``, else after its "not analysed" report was
+delivered. ``dicomnode jobs retry`` runs a failed or refused job again with a fresh crash
+count, and re-arms the destinations not yet sent of a dead or dispatching job.
 
 Delivery states, per destination::
 
@@ -52,6 +55,7 @@ __all__ = [
     "interrupt",
     "new_job",
     "recover",
+    "refuse",
     "retry",
     "settle",
     "start_run",
@@ -70,11 +74,12 @@ class JobState(enum.StrEnum):
     DONE = "done"
     FAILED = "failed"
     DEAD = "dead"
+    REFUSED = "refused"
 
     @property
     def ended(self) -> bool:
         """Nothing more happens to the job unless someone asks for a retry."""
-        return self in (JobState.DONE, JobState.FAILED, JobState.DEAD)
+        return self in (JobState.DONE, JobState.FAILED, JobState.DEAD, JobState.REFUSED)
 
 
 class DeliveryState(enum.StrEnum):
@@ -144,6 +149,7 @@ class Job:
     outputs: tuple[str, ...] = ()
     findings: Mapping[str, Any] = field(default_factory=dict)
     pipeline_seconds: float = 0.0
+    refusal: str = ""
     updated: float = 0.0
     schema: int = SCHEMA
 
@@ -220,7 +226,16 @@ def finish_run(job: Job, outputs: list[str], findings: Mapping[str, Any], second
     """The pipeline produced its outputs: ``running`` → ``dispatching``."""
     _require(job, "finish", JobState.RUNNING)
     return replace(job, state=JobState.DISPATCHING, outputs=tuple(outputs), findings=dict(findings),
-                   pipeline_seconds=round(seconds, 3), error="")
+                   pipeline_seconds=round(seconds, 3), error="", refusal="")
+
+
+def refuse(job: Job, reason: str, outputs: list[str], findings: Mapping[str, Any], seconds: float) -> Job:
+    """The guard refused the input (``reason``): ``running`` → ``dispatching`` to deliver the
+    "not analysed" report in ``outputs``, or ``refused`` at once when there is none (silent)."""
+    _require(job, "refuse", JobState.RUNNING)
+    state = JobState.DISPATCHING if outputs and job.destinations else JobState.REFUSED
+    return replace(job, state=state, outputs=tuple(outputs), findings=dict(findings),
+                   pipeline_seconds=round(seconds, 3), error="", refusal=reason)
 
 
 def fail(job: Job, error: str) -> Job:
@@ -290,20 +305,23 @@ def delivery_failed(job: Job, name: str, error: str, now: float, *, max_attempts
 
 
 def settle(job: Job) -> Job:
-    """``dispatching`` → ``done`` (all sent) or ``dead`` (one dead); unchanged while sends are open."""
+    """``dispatching`` → ``done`` (all sent; ``refused`` for a refusal's report) or ``dead``
+    (one dead); unchanged while sends are open."""
     _require(job, "settle", JobState.DISPATCHING)
     if not job.ended_deliveries():
         return job
     dead = any(d.state is DeliveryState.DEAD for d in job.destinations.values())
-    return replace(job, state=JobState.DEAD if dead else JobState.DONE)
+    sent = JobState.REFUSED if job.refusal else JobState.DONE
+    return replace(job, state=JobState.DEAD if dead else sent)
 
 
 def retry(job: Job) -> Job:
     """``dicomnode jobs retry``: run a failed job again, or re-send what was not sent.
 
-    A ``failed`` job goes back to ``queued`` with a fresh crash count. Otherwise every
-    destination not yet sent is re-armed (fresh attempt count) and the job is
-    ``dispatching`` again.
+    A ``failed`` job goes back to ``queued`` with a fresh crash count; so does a
+    ``refused`` one (e.g. after its bundle's requirements changed), with every destination
+    re-armed. Otherwise every destination not yet sent is re-armed (fresh attempt count)
+    and the job is ``dispatching`` again.
 
     Raises
     ------
@@ -312,6 +330,9 @@ def retry(job: Job) -> Job:
     """
     if job.state is JobState.FAILED:
         return replace(job, state=JobState.QUEUED, crashes=0, error="")
+    if job.state is JobState.REFUSED:
+        rearmed = {n: Delivery(history=d.history) for n, d in job.destinations.items()}
+        return replace(job, state=JobState.QUEUED, crashes=0, refusal="", destinations=rearmed)
     _require(job, "retry", JobState.DISPATCHING, JobState.DEAD, JobState.DONE)
     unsent = [n for n, d in job.destinations.items() if d.state is not DeliveryState.SENT]
     if not unsent:

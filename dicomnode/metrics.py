@@ -17,6 +17,7 @@ _HELP = {
     "dicomnode_series_completed_total": ("counter", "Series found complete by the assembler"),
     "dicomnode_series_unmatched_total": ("counter", "Completed series no route matched"),
     "dicomnode_jobs": ("gauge", "Jobs by state"),
+    "dicomnode_jobs_refused_total": ("counter", "Jobs whose input the guard refused, by route and failed requirement"),
     "dicomnode_pipeline_seconds": ("summary", "Pipeline run time per job"),
     "dicomnode_worker_crashes_total": ("counter", "Worker processes that died while running a job"),
     "dicomnode_send_attempts_total": ("counter", "Output send attempts by destination"),

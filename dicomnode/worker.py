@@ -121,10 +121,12 @@ class Worker:
 
     def _request(self, job: Job) -> RunRequest:
         every = {"device": self.config.worker.device, "providers": list(self.config.worker.onnx_providers)}
-        route = next((dict(r.settings) for r in self.config.routes if r.name == job.route), {})
+        found = next((r for r in self.config.routes if r.name == job.route), None)
+        route = dict(found.settings) if found else {}
         return RunRequest(job_id=job.job_id, job_dir=str(self.store.job_dir(job.job_id)), pipeline=job.pipeline,
                           model_path=job.model_path, study_uid=job.study_uid, series_uid=job.series_uid,
-                          uid_root=self.config.uid_root, settings={**worker_settings(job.pipeline, every), **route})
+                          uid_root=self.config.uid_root, settings={**worker_settings(job.pipeline, every), **route},
+                          on_refused=found.on_refused if found else "report")
 
     def _record(self, job: Job, reply: Reply) -> None:
         after = self.store.change(job.job_id, partial(self._transition, reply))
@@ -137,6 +139,8 @@ class Worker:
     def _transition(self, reply: Reply, job: Job) -> Job:
         if reply.outcome is Outcome.DONE:
             return jobs.finish_run(job, reply.outputs, reply.findings, reply.seconds)
+        if reply.outcome is Outcome.REFUSED:
+            return jobs.refuse(job, reply.error, reply.outputs, reply.findings, reply.seconds)
         if reply.outcome is Outcome.CRASHED:
             return jobs.crashed(job, reply.error, self.config.worker.max_crashes)
         if reply.outcome is Outcome.INTERRUPTED:
@@ -148,6 +152,11 @@ class Worker:
         if reply.outcome is Outcome.DONE:
             self.metrics.observe("dicomnode_pipeline_seconds", reply.seconds, pipeline=job.pipeline)
             log.info("job finished in %.1f s: %d outputs", reply.seconds, len(reply.outputs))
+        elif reply.outcome is Outcome.REFUSED:
+            verdicts = reply.findings.get("input", {}).get("verdicts", [])
+            for requirement in dict.fromkeys(v["requirement"] for v in verdicts if not v["passed"]):
+                self.metrics.inc("dicomnode_jobs_refused_total", route=job.route, reason=requirement)
+            log.warning("job refused (%s): %s", "report" if job.outputs else "silent", job.refusal)
         elif reply.outcome is Outcome.INTERRUPTED:
             log.warning("job interrupted by shutdown; requeued for the next start")
         elif reply.outcome is Outcome.CRASHED:

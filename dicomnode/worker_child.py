@@ -17,10 +17,13 @@ import traceback
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from dicomnode.errors import DicomNodeError
+from pydicom import dcmread
+
+from dicomnode.errors import DicomNodeError, InputRefused
 from dicomnode.executor import Outcome, Reply, RunRequest
-from dicomnode.inference.manifest import load_bundle
+from dicomnode.inference.manifest import ModelBundle, load_bundle
 from dicomnode.log import bound, configure_logging
+from dicomnode.outputs.not_analysed import build_not_analysed_sr
 from dicomnode.pipelines import create_pipeline
 from dicomnode.pipelines.base import Pipeline, PipelineContext, PipelineResult
 
@@ -47,19 +50,42 @@ def write_result(result: PipelineResult, outputs: Path) -> list[str]:
     return names
 
 
-def _run(request: RunRequest, cache: dict[tuple[str, str], Pipeline]) -> Reply:
+def _refused(request: RunRequest, bundle: ModelBundle, files: list[Path], ctx: PipelineContext,
+             exc: InputRefused, seconds: float) -> Reply:
+    """The guard refused the series: the "not analysed" SR (unless the route is silent),
+    findings that say why, and a ``REFUSED`` reply."""
+    reasons = [f"{v['requirement']}: found {v['found']}, expected {v['expected']}"
+               for v in exc.verdicts if not v.get("passed")] or [str(exc)]
+    findings = {"model": {"id": bundle.id, "version": bundle.version}, "refused": True, "reasons": reasons,
+                "input": {"accepted": False, "verdicts": list(exc.verdicts), "measures": exc.measures}}
+    datasets = []
+    encoded: dict[str, bytes] = {}
+    if request.on_refused == "report":
+        sources = [dcmread(f, stop_before_pixels=True) for f in files]
+        uids = {k: ctx.uid(bundle, f"not-analysed.{k}") for k in ("series", "instance", "device")}
+        datasets.append(build_not_analysed_sr(sources, bundle, reasons, uids, encoded=encoded))
+    result = PipelineResult(datasets=datasets, findings=findings, encoded=encoded)
+    names = write_result(result, Path(request.job_dir) / "outputs")
+    log.warning("input refused (%s): %s", "not-analysed SR" if datasets else "silent", "; ".join(reasons))
+    return Reply(Outcome.REFUSED, str(exc), outputs=names, findings=findings, seconds=seconds)
+
+
+def _run(request: RunRequest, cache: dict[tuple[str, str], tuple[ModelBundle, Pipeline]]) -> Reply:
     key = (request.pipeline, request.model_path)
     if key not in cache:
         bundle = load_bundle(Path(request.model_path))
-        cache[key] = create_pipeline(request.pipeline, bundle, request.settings)
-    pipeline = cache[key]
+        cache[key] = bundle, create_pipeline(request.pipeline, bundle, request.settings)
+    bundle, pipeline = cache[key]
     job_dir = Path(request.job_dir)
     files = sorted((job_dir / "input").glob("*.dcm"))
     ctx = PipelineContext(pipeline=request.pipeline, study_uid=request.study_uid, series_uid=request.series_uid,
                           workdir=job_dir / "work", uid_root=request.uid_root, job_id=request.job_id)
     ctx.workdir.mkdir(exist_ok=True)
     started = time.monotonic()
-    result = pipeline.run(files, ctx)
+    try:
+        result = pipeline.run(files, ctx)
+    except InputRefused as exc:
+        return _refused(request, bundle, files, ctx, exc, time.monotonic() - started)
     seconds = time.monotonic() - started
     names = write_result(result, job_dir / "outputs")
     return Reply(Outcome.DONE, outputs=names, findings=dict(result.findings), seconds=seconds)
@@ -79,7 +105,7 @@ def child_main(conn: Connection, log_format: str, log_level: str) -> None:
     """Serve job requests from ``conn`` until it is closed."""
     _die_with_parent()
     configure_logging(log_format, log_level)
-    cache: dict[tuple[str, str], Pipeline] = {}
+    cache: dict[tuple[str, str], tuple[ModelBundle, Pipeline]] = {}
     while True:
         try:
             request = conn.recv()

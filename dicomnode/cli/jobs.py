@@ -18,16 +18,24 @@ from dicomnode.spool import Spool
 __all__ = ["add_parser", "run"]
 
 
+def _note(job: Job) -> str:
+    """Why the input was refused, or the out-of-distribution flags of an accepted one."""
+    if job.refusal:
+        return f"not analysed: {job.refusal.removeprefix('input refused: ')}"
+    flags = (job.findings.get("input") or {}).get("flags") or []
+    return f"flag: {'; '.join(map(str, flags))}" if flags else ""
+
+
 def _row(job: Job) -> str:
     attempts = max((d.attempts for d in job.destinations.values()), default=0)
     errors = [f"{n}: {d.last_error}" for n, d in job.destinations.items() if d.last_error]
-    error = job.error or "; ".join(errors)
+    error = job.error or "; ".join(errors) or _note(job)
     created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job.created))
-    return f"{job.job_id:<26} {job.state.value:<12} {job.route:<12} {attempts:>3}  {created}  {error[:90]}"
+    return f"{job.job_id:<26} {job.state.value:<12} {job.route:<12} {attempts:>3}  {created}  {error[:120]}"
 
 
 def _list(store: FileJobStore, state: str | None) -> int:
-    print(f"{'JOB':<26} {'STATE':<12} {'ROUTE':<12} {'TRY':>3}  {'CREATED':<19}  LAST ERROR")
+    print(f"{'JOB':<26} {'STATE':<12} {'ROUTE':<12} {'TRY':>3}  {'CREATED':<19}  LAST ERROR / NOT ANALYSED / FLAG")
     for job_id in store.ids():
         try:
             job = store.get(job_id)

@@ -5,12 +5,14 @@ its sha256) and a ``MODEL_CARD.md``. The node refuses a bundle whose manifest is
 or whose files are missing or differ from their recorded hashes, and says which.
 
 Backend-specific sections (``input``, ``labels``, ``thresholds``) are kept as plain
-mappings here; each pipeline validates the keys it needs.
+mappings here; each pipeline validates the keys it needs. ``requirements`` (what inputs
+the model was made for) is parsed strictly by :mod:`dicomnode.inference.requirements`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +21,7 @@ from typing import Any
 import yaml
 
 from dicomnode.errors import ModelError
+from dicomnode.inference.requirements import Requirements, parse_requirements
 
 __all__ = ["BACKENDS", "ModelBundle", "load_bundle", "sha256_file"]
 
@@ -53,6 +56,8 @@ class ModelBundle:
         Free text from the manifest.
     not_for_clinical_use
         When true every output says "not for clinical use".
+    requirements
+        The inputs the model was made for (``None``: the bundle declares none).
     """
 
     root: Path
@@ -66,6 +71,7 @@ class ModelBundle:
     input: Mapping[str, Any] = field(default_factory=dict)
     labels: Mapping[Any, Any] = field(default_factory=dict)
     thresholds: Mapping[str, Any] = field(default_factory=dict)
+    requirements: Requirements | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def path(self, relative: str) -> Path:
@@ -119,6 +125,19 @@ def _verify_files(root: Path, files: Any, verify: bool) -> dict[str, str]:
     return checked
 
 
+def _plans_spacing(root: Path, data: Mapping[str, Any]) -> tuple[float, float, float] | None:
+    """The nnU-Net plans' target spacing of the bundle's configuration, if it has one."""
+    section = data.get("input") or {}
+    if data["backend"] != "nnunetv2" or not isinstance(section, dict):
+        return None
+    plans = root / str(section.get("model_folder", ".")) / "plans.json"
+    try:
+        spacing = json.loads(plans.read_text())["configurations"][str(section.get("configuration"))]["spacing"]
+        return float(spacing[0]), float(spacing[1]), float(spacing[2])
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return None
+
+
 def load_bundle(root: Path | str, *, verify: bool = True) -> ModelBundle:
     """Load and verify a model bundle.
 
@@ -139,7 +158,8 @@ def load_bundle(root: Path | str, *, verify: bool = True) -> ModelBundle:
     root = Path(root)
     data = _read_manifest(root)
     files = _verify_files(root, data["files"], verify)
-    known = set(_REQUIRED) | {"not_for_clinical_use", "input", "labels", "thresholds"}
+    known = set(_REQUIRED) | {"not_for_clinical_use", "input", "labels", "thresholds", "requirements"}
+    requirements = parse_requirements(data.get("requirements"), f"{root}/model.yaml", _plans_spacing(root, data))
     return ModelBundle(
         root=root,
         id=str(data["id"]),
@@ -152,5 +172,6 @@ def load_bundle(root: Path | str, *, verify: bool = True) -> ModelBundle:
         input=dict(data.get("input") or {}),
         labels=dict(data.get("labels") or {}),
         thresholds=dict(data.get("thresholds") or {}),
+        requirements=requirements,
         extra={k: v for k, v in data.items() if k not in known},
     )

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -27,6 +28,7 @@ from dicomnode.errors import ModelError, PipelineError, VolumeError
 from dicomnode.inference.manifest import ModelBundle
 from dicomnode.pipelines.base import PipelineContext, PipelineResult
 from dicomnode.pipelines.mri_lln.findings import compute_findings
+from dicomnode.pipelines.mri_lln.guard import check_volume
 from dicomnode.pipelines.mri_lln.labels import LabelScheme
 from dicomnode.pipelines.mri_lln.seg import build_seg
 from dicomnode.pipelines.mri_lln.sr import build_sr, build_viewer_sr
@@ -141,10 +143,13 @@ class MriLlnPipeline:
             volume.shape,
             tuple(round(s, 3) for s in volume.spacing_zyx),
         )
+        guard = check_volume(volume, datasets[0], self.bundle)  # before inference: refused inputs get none
+        guard.raise_if_refused(ctx.series_uid)
         label_map = self.runner.predict_volume(volume)
         for ds in datasets:  # the volume holds its own copy; evidence needs headers only
             del ds.PixelData
         result = build_outputs(volume, label_map, self.bundle, ctx, datasets)
+        result = dataclasses.replace(result, findings={**result.findings, "input": guard.to_json()})
         logger.info(
             "job %s series %s: %d node(s), LLN %s",
             ctx.job_id,

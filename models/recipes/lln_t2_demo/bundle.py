@@ -20,6 +20,15 @@ INTENDED_USE = (
 )
 
 
+#: The inputs the demo model was made for (models/README.md "Input requirements"); spacing
+#: defaults from the nnU-Net plans.
+REQUIREMENTS: dict[str, Any] = {
+    "modality": "MR", "plane": "axial", "max_tilt_deg": 20, "min_slices": 12, "min_coverage_mm": 45,
+    "fov_mm": [100, 450], "header": {"EchoTime": [60, 250], "RepetitionTime": [1500, 15000]},
+    "warn": {"tilt_deg": 10, "spacing_margin": 0.25, "intensity_z": 2.0},
+}
+
+
 def _folds(out: Path) -> list[int]:
     """The folds trained so far: every ``out/nnunet/fold_N`` with a checkpoint."""
     found = out.glob("nnunet/fold_*/checkpoint_final.pth")
@@ -60,6 +69,7 @@ def write_bundle(out: Path) -> ModelBundle:
             5: {"role": "node", "class": "negative"},
         },
         "thresholds": {"short_axis_positive_mm": 7.0},
+        "requirements": REQUIREMENTS,
     }
     text = yaml.safe_dump(manifest, sort_keys=False, default_flow_style=None, width=100)
     (out / "model.yaml").write_text(text)

@@ -34,6 +34,9 @@ def write_manifest(out: Path, clf: Mapping[str, Any], seg: Mapping[str, Any], th
         "input": {"classifier": dict(clf), "segmenter": dict(seg)},
         "labels": {"tumour": {"code": "14799000", "scheme": "SCT", "meaning": "Neoplasm, Secondary"}},
         "thresholds": dict(thresholds),
+        "requirements": {"modality": "SM", "illumination": "brightfield", "base_mpp": [0.1, 2.04],
+                         "photometric": ["RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT"],
+                         "min_tissue_mm2": 0.25},
     }
     header = (
         "# wsi-ln-demo: written by models/recipes/wsi_ln_demo/train.py. "
