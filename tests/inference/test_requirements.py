@@ -57,3 +57,17 @@ def test_explicit_spacing_replaces_the_plans_default(tmp_path: Path) -> None:
     root = _with_requirements(tmp_path, "lln-t2-demo", {"modality": "MR", "spacing_mm": {"slice": [2.5, 4.0]}})
     req = load_bundle(root).requirements
     assert isinstance(req, MrRequirements) and req.spacing_mm == {"slice": Range(2.5, 4.0)}
+
+
+def test_check_config_names_a_bad_requirement(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from conftest import REPO, node_config
+
+    root = _with_requirements(tmp_path, "lln-t2-demo", {"modality": "MR", "plane": "axial", "max_tilt": 20})
+    config = node_config(tmp_path, root, models={"plumbing": {"path": str(root)}})
+    out = subprocess.run([sys.executable, "-m", "dicomnode", "check-config", str(config)], capture_output=True,
+                         text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 1
+    assert "route 'mr':" in out.stderr and "unknown key 'max_tilt'" in out.stderr

@@ -13,6 +13,7 @@ Runtime sessions once; :meth:`WsiTwoStagePipeline.run` is then called per slide 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -26,12 +27,14 @@ from dicomnode.dicom.slide import Slide, open_slide
 from dicomnode.errors import ConfigError
 from dicomnode.inference.manifest import ModelBundle
 from dicomnode.pipelines.base import PipelineContext, PipelineResult
+from dicomnode.pipelines.guard import GuardReport
 from dicomnode.pipelines.wsi_two_stage.config import (
     ModelSpec,
     WsiSettings,
     model_spec,
     thresholds,
 )
+from dicomnode.pipelines.wsi_two_stage.guard import check_headers, check_tissue, read_headers
 from dicomnode.pipelines.wsi_two_stage.report import SlideAnalysis, build_result
 from dicomnode.pipelines.wsi_two_stage.stages import gate_cells, output_scale, run_classifier, run_segmenter
 from dicomnode.pipelines.wsi_two_stage.stream import PatchModel
@@ -119,14 +122,21 @@ class WsiTwoStagePipeline:
         raster = slide.raster(max(self.settings.tissue_mpp, slide.mpp), max_upsample=float("inf"))
         return detect_tissue(slide.read_raster(raster), raster.mpp)
 
-    def analyse(self, slide: Slide) -> SlideAnalysis:
-        """Run tissue detection and both stages on an open slide."""
+    def analyse(self, slide: Slide, guard: GuardReport | None = None) -> SlideAnalysis:
+        """Run tissue detection and both stages on an open slide.
+
+        With the ``guard`` report of the slide's headers, the tissue area is checked too
+        too: too little tissue refuses the slide before the classifier.
+        """
         s, cs, ss = self.settings, self.classifier_spec, self.segmenter_spec
         timings: dict[str, float] = {}
         # refuse a slide that is too coarse before spending time on it
         slide.raster(cs.mpp), slide.raster(ss.mpp)
         with _timed(timings, "tissue"):
             tissue = self._tissue(slide)
+        if guard is not None:
+            guard = check_tissue(guard, self.bundle, tissue.area_mm2)
+            guard.raise_if_refused(str(slide.base.get("SeriesInstanceUID", "")))
         with _timed(timings, "classifier"):
             cls = run_classifier(
                 slide,
@@ -169,8 +179,10 @@ class WsiTwoStagePipeline:
             A SEG/SR could not be built.
         """
         start = time.perf_counter()
+        guard = check_headers(self.bundle, read_headers(files))  # before the slide is even opened
+        guard.raise_if_refused(ctx.series_uid)
         with open_slide(files) as slide:
-            analysis = self.analyse(slide)
+            analysis = self.analyse(slide, guard)
         with _timed(analysis.timings, "outputs"):
             result = build_result(
                 analysis,
@@ -180,6 +192,8 @@ class WsiTwoStagePipeline:
                 lambda kind: ctx.uid(self.bundle, kind),
             )
         analysis.timings["total"] = time.perf_counter() - start
+        guard = check_tissue(guard, self.bundle, analysis.tissue.area_mm2)
+        result = dataclasses.replace(result, findings={**result.findings, "input": guard.to_json()})
         timings = result.findings["timings_s"]
         timings["outputs"] = round(analysis.timings["outputs"], 3)
         timings["total"] = round(analysis.timings["total"], 3)

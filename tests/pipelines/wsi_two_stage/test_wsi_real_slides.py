@@ -18,7 +18,7 @@ from scipy import ndimage
 from test_wsi_support import SEG_SPEC, THRESHOLDS, blueness, export_models, patch_blueness
 
 from dicomnode.dicom.slide import open_slide
-from dicomnode.errors import PipelineError
+from dicomnode.errors import InputRefused, PipelineError
 from dicomnode.inference.manifest import ModelBundle, load_bundle
 from dicomnode.outputs.validate import dciodvfy_errors
 from dicomnode.pipelines.base import PipelineContext, PipelineResult
@@ -100,18 +100,19 @@ def test_two_conversions_give_the_same_findings(cmu_results: dict[str, PipelineR
 def test_low_resolution_slides_are_refused_as_too_coarse(
     pipeline: WsiTwoStagePipeline, wsi_dir: Path, name: str, tmp_path: Path
 ) -> None:
-    # brightfield and opened by wsidicom, but 29 / 16.8 µm/px: no level fine enough
+    # brightfield, but 29 / 16.8 µm/px: outside the bundle's base_mpp (the guard refuses
+    # before the slide is opened; the reader would also say "too coarse")
     with pytest.raises(
-        PipelineError,
-        match=r"slide too coarse for the model: finest level is "
-        r"(28\.969|16\.783) µm/px",
+        InputRefused,
+        match=r"base_mpp: found (28\.968|16\.783) µm/px, expected 0\.1–2\.04 µm/px",
     ):
         run(pipeline, wsi_dir / name, tmp_path)
 
 
-def test_fluorescence_is_unsupported(pipeline: WsiTwoStagePipeline, wsi_dir: Path, tmp_path: Path) -> None:
-    with pytest.raises(PipelineError, match="unsupported: not a brightfield RGB slide"):
+def test_fluorescence_is_refused(pipeline: WsiTwoStagePipeline, wsi_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(InputRefused, match="illumination: found fluorescence, expected brightfield") as refused:
         run(pipeline, wsi_dir / "wg26-3dhistech-bpaec-fluorescence", tmp_path)
+    assert "photometric: found MONOCHROME2" in str(refused.value)
 
 
 def test_column_major_tcga_is_a_clear_error(pipeline: WsiTwoStagePipeline, wsi_dir: Path, tmp_path: Path) -> None:
