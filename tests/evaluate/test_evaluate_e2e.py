@@ -162,3 +162,26 @@ def test_wsi_compare_reports_paired_differences(wsi) -> None:
 def test_command_that_cannot_run_exits_non_zero(tmp_path: Path) -> None:
     assert main(["evaluate", str(tmp_path / "missing"), "--model", str(MODELS / "wsi-ln-demo"),
                  "--out", str(tmp_path / "out")]) == 2
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def test_report_renders_tables_and_plots_in_headless_chromium(wsi, tmp_path: Path) -> None:
+    """The report opens offline in Debian's chromium; the screenshot shows text and the (coloured) plots."""
+    import subprocess
+
+    if not CHROMIUM.exists():
+        pytest.skip("no /usr/bin/chromium (Debian package chromium)")
+    _, out, _ = wsi
+    shot = tmp_path / "report.png"
+    subprocess.run([str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--use-angle=swiftshader",
+                    "--enable-unsafe-swiftshader", "--hide-scrollbars", "--window-size=1200,2400",
+                    f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}",
+                    (out / "report.html").as_uri()], check=True, capture_output=True, timeout=120)
+    pixels = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    assert pixels.shape[:2] == (2400, 1200)
+    dark_text = (pixels[:400].max(axis=-1) < 80).mean()  # the title and headline table
+    coloured = (pixels.max(axis=-1) - pixels.min(axis=-1) > 80).mean()  # tables are grey; plots are not
+    assert dark_text > 0.005, dark_text
+    assert coloured > 0.003, coloured
