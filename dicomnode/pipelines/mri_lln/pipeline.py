@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -32,6 +31,7 @@ from dicomnode.pipelines.mri_lln.guard import check_volume
 from dicomnode.pipelines.mri_lln.labels import LabelScheme
 from dicomnode.pipelines.mri_lln.seg import build_seg
 from dicomnode.pipelines.mri_lln.sr import build_sr, build_viewer_sr
+from dicomnode.pipelines.mri_lln.sr_notes import input_notes
 
 if TYPE_CHECKING:
     from dicomnode.inference.nnunet import NnUNetRunner
@@ -50,6 +50,7 @@ def build_outputs(
     bundle: ModelBundle,
     ctx: PipelineContext,
     source_datasets: Sequence[Dataset],
+    guard: Mapping[str, Any] | None = None,
 ) -> PipelineResult:
     """Findings, SEG and SR for a label map on the volume grid.
 
@@ -66,6 +67,9 @@ def build_outputs(
         Job context (deterministic output UIDs).
     source_datasets
         The series' instances (headers suffice).
+    guard
+        The guard's report on the input (``GuardReport.to_json()``): kept in the findings
+        as ``input`` and, measures and flags, in the SR.
 
     Returns
     -------
@@ -91,11 +95,13 @@ def build_outputs(
     findings = compute_findings(label_map, volume, scheme)
     encoded: dict[str, bytes] = {}
     seg = build_seg(volume, label_map, findings, bundle, ctx, source_datasets, encoded)
-    sr = build_sr(volume, findings, bundle, ctx, source_datasets, seg, encoded=encoded)
+    notes = input_notes(guard, f"{bundle.id} {bundle.version}") if guard else []
+    sr = build_sr(volume, findings, bundle, ctx, source_datasets, seg, encoded=encoded, notes=notes)
     outputs: list[Dataset] = [*([seg] if seg is not None else []), sr]
     if findings.nodes:  # OHIF 3.13 can only open an SR whose every group has image coordinates
         outputs.append(build_viewer_sr(sr, findings, bundle, ctx, encoded=encoded))
-    summary = {"model": {"id": bundle.id, "version": bundle.version}, **findings.to_json()}
+    summary = {"model": {"id": bundle.id, "version": bundle.version}, **findings.to_json(),
+               **({"input": dict(guard)} if guard else {})}
     return PipelineResult(datasets=outputs, findings=summary, encoded=encoded)
 
 
@@ -148,8 +154,7 @@ class MriLlnPipeline:
         label_map = self.runner.predict_volume(volume)
         for ds in datasets:  # the volume holds its own copy; evidence needs headers only
             del ds.PixelData
-        result = build_outputs(volume, label_map, self.bundle, ctx, datasets)
-        result = dataclasses.replace(result, findings={**result.findings, "input": guard.to_json()})
+        result = build_outputs(volume, label_map, self.bundle, ctx, datasets, guard.to_json())
         logger.info(
             "job %s series %s: %d node(s), LLN %s",
             ctx.job_id,

@@ -25,6 +25,7 @@ from dicomnode.pipelines.base import PipelineContext
 from dicomnode.pipelines.mri_lln.findings import LlnFindings
 from dicomnode.pipelines.mri_lln.seg import source_images
 from dicomnode.pipelines.mri_lln.sr_content import measurement_groups, observation_context, viewer_groups
+from dicomnode.pipelines.mri_lln.sr_notes import is_notes, notes_container
 
 if TYPE_CHECKING:
     import highdicom as hd
@@ -131,6 +132,7 @@ def build_sr(
     seg: Dataset | None,
     *,
     encoded: MutableMapping[str, bytes] | None = None,
+    notes: Sequence[str] = (),
 ) -> hd.sr.Comprehensive3DSR:
     """Build and verify the TID 1500 Comprehensive 3D SR.
 
@@ -148,6 +150,9 @@ def build_sr(
         The SEG from :func:`dicomnode.pipelines.mri_lln.seg.build_seg` (``None`` without nodes).
     encoded
         Where to keep the checked SR's Part-10 bytes (by SOP Instance UID) for writing.
+    notes
+        The guard's lines on the input (:mod:`.sr_notes`), as a Qualitative Evaluations
+        container at the end.
 
     Raises
     ------
@@ -164,6 +169,8 @@ def build_sr(
             imaging_measurements=measurement_groups(volume, findings, sources, seg, (ctx, bundle)),
             title=codes.DCM.ImagingMeasurementReport,
         )
+        if notes:
+            report[0].ContentSequence.append(notes_container(notes))
         sr = hd.sr.Comprehensive3DSR(
             evidence=[*sources, *([seg] if seg is not None else [])],
             content=report,
@@ -214,7 +221,8 @@ def build_viewer_sr(
     for elem in sr:  # shared elements: setting one of them on `viewer` would change `sr`
         if elem.keyword not in _VIEWER_OWN:
             viewer.add(elem)
-    viewer.ContentSequence = [_viewer_item(item, findings, ctx, bundle) for item in sr.ContentSequence]
+    viewer.ContentSequence = [_viewer_item(item, findings, ctx, bundle) for item in sr.ContentSequence
+                              if not is_notes(item)]
     viewer.SeriesInstanceUID = ctx.uid(bundle, "sr-viewer.series")
     viewer.SOPInstanceUID = ctx.uid(bundle, "sr-viewer.instance")
     viewer.SeriesNumber = VIEWER_SR_SERIES_NUMBER
