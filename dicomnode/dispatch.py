@@ -195,6 +195,6 @@ class Dispatcher:
         job = self.store.change(job_id, jobs.settle)
         if job.state is JobState.DISPATCHING:
             return
-        if job.state is JobState.DONE:
+        if job.state in (JobState.DONE, JobState.REFUSED):
             shutil.rmtree(self.store.job_dir(job_id) / "work", ignore_errors=True)
         self._forget(job_id)

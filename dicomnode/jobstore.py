@@ -136,13 +136,13 @@ class FileJobStore:
         return counts
 
     def expire(self, retention_s: float, now: float | None = None) -> int:
-        """Delete the folders of ``done`` jobs last changed longer ago than the retention."""
+        """Delete the folders of ``done`` and ``refused`` jobs last changed longer ago than the retention."""
         limit = (now or time.time()) - retention_s
         removed = 0
         for job_id in self.ids():
             with contextlib.suppress(DicomNodeError):
                 job = self.get(job_id)
-                if job.state is JobState.DONE and job.updated < limit:
+                if job.state in (JobState.DONE, JobState.REFUSED) and job.updated < limit:
                     shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
                     removed += 1
         return removed

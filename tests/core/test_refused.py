@@ -107,3 +107,14 @@ def test_refused_series_gets_a_not_analysed_report_or_silence(testdata: Path, tm
     listing = subprocess.run([sys.executable, "-m", "dicomnode", "jobs", "--config", str(config), "--state",
                               "refused"], capture_output=True, text=True, cwd=REPO, check=True).stdout
     assert listing.count("not analysed: min_slices: found 10, expected ≥ 12") == 2, listing
+
+
+def test_refused_jobs_expire_like_done_ones(tmp_path: Path) -> None:
+    from dicomnode.jobstore import FileJobStore
+    from dicomnode.spool import Spool
+
+    store = FileJobStore(Spool(tmp_path / "spool"))
+    store.create(jobs.refuse(_job(["a"]), "input refused: x", [], {}, 0.1), None)
+    updated = store.get("j1").updated
+    assert store.expire(86400, now=updated + 60) == 0
+    assert store.expire(86400, now=updated + 2 * 86400) == 1 and store.ids() == []
