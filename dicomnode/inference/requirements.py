@@ -81,6 +81,7 @@ class MrRequirements:
     min_coverage_mm: float = 0.0
     fov_mm: Range = Range()
     header: Mapping[str, Range] = field(default_factory=dict)
+    original_only: bool = False
     warn: MrWarn = MrWarn()
 
 
@@ -98,7 +99,7 @@ class WsiRequirements:
 Requirements = MrRequirements | WsiRequirements
 
 _MR_KEYS = {"modality", "plane", "max_tilt_deg", "spacing_mm", "min_slices", "min_coverage_mm", "fov_mm",
-            "header", "warn"}
+            "header", "original_only", "warn"}
 _WSI_KEYS = {"modality", "illumination", "base_mpp", "photometric", "min_tissue_mm2"}
 
 
@@ -148,6 +149,8 @@ def _mr(data: Mapping[str, Any], plans: tuple[float, float, float] | None, where
     if not isinstance(warn, dict):
         raise ModelError(f"{where}: requirements.warn must be a mapping")
     _unknown(warn, {"tilt_deg", "spacing_margin", "intensity_z"}, "warn.", where)
+    if not isinstance(data.get("original_only", False), bool):
+        raise ModelError(f"{where}: requirements.original_only must be true or false")
     return MrRequirements(
         modality="MR", plane=plane, max_tilt_deg=_number(data.get("max_tilt_deg", 20.0), "max_tilt_deg", where),
         spacing_mm=_spacing(data.get("spacing_mm"), plans, where), plans_spacing_mm=plans,
@@ -155,6 +158,7 @@ def _mr(data: Mapping[str, Any], plans: tuple[float, float, float] | None, where
         min_coverage_mm=_number(data.get("min_coverage_mm", 0.0), "min_coverage_mm", where),
         fov_mm=_range(data["fov_mm"], "fov_mm", where) if "fov_mm" in data else Range(),
         header={str(k): _range(v, f"header.{k}", where) for k, v in header.items()},
+        original_only=bool(data.get("original_only", False)),
         warn=MrWarn(**{k: _number(v, f"warn.{k}", where) for k, v in warn.items()}),
     )
 

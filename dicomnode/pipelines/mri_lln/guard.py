@@ -6,7 +6,8 @@ Measured from the pixel geometry, never from descriptions:
   required plane's normal (axial: the patient's head–feet axis);
 - ``spacing_mm``: slice step, row and column spacing; ``slices``; ``coverage_mm`` (slices ×
   step); ``fov_mm``: rows × row spacing, columns × column spacing;
-- the header values the bundle constrains (e.g. EchoTime, RepetitionTime: T2 weighting);
+- the header values the bundle constrains (e.g. EchoTime, RepetitionTime: T2 weighting),
+  and with ``original_only`` ImageType value 1 (a derived map such as ADC is refused);
 - ``intensity``: percentiles of the body voxels (above 10 % of the 99.5th percentile) and
   ``z``, how many standard deviations their median lies from the mean foreground
   intensity in the nnU-Net plans (``foreground_intensity_properties_per_channel``).
@@ -66,7 +67,9 @@ def measure(volume: Volume, header: Dataset, req: MrRequirements | None,
     z, y, x = volume.shape
     dz, dy, dx = volume.spacing_zyx
     headers = {key: header.get(key) for key in (req.header if req else {})}
-    return {"modality": str(header.get("Modality", "")), "tilt_deg": round(tilt, 2),
+    image_type = [str(v).upper() for v in header.get("ImageType", [])]
+    return {"modality": str(header.get("Modality", "")), "image_type": image_type[0] if image_type else "",
+            "tilt_deg": round(tilt, 2),
             "spacing_mm": {"slice": round(dz, 4), "row": round(dy, 4), "column": round(dx, 4)},
             "slices": z, "coverage_mm": round(z * dz, 2), "fov_mm": [round(y * dy, 1), round(x * dx, 1)],
             "header": {k: None if v is None or v == "" else float(v) for k, v in headers.items()},
@@ -86,6 +89,9 @@ def _verdicts(m: Mapping[str, Any], req: MrRequirements) -> list[Verdict]:
     fov = m["fov_mm"]
     out.append(Verdict("fov_mm", f"{fov[0]:g} × {fov[1]:g} mm", f"{req.fov_mm} mm",
                        all(side in req.fov_mm for side in fov)))
+    if req.original_only:
+        out.append(Verdict("original_only", f"ImageType {m['image_type'] or 'missing'}", "ImageType ORIGINAL "
+                           "(not a derived map such as ADC)", m["image_type"] == "ORIGINAL"))
     for key, allowed in req.header.items():
         value = m["header"].get(key)
         out.append(Verdict(f"header.{key}", "missing" if value is None else f"{value:g}", str(allowed),

@@ -24,6 +24,7 @@ INTENDED_USE = (
 #: defaults from the nnU-Net plans.
 REQUIREMENTS: dict[str, Any] = {
     "modality": "MR", "plane": "axial", "max_tilt_deg": 20, "min_slices": 12, "min_coverage_mm": 45,
+    "original_only": True,
     "fov_mm": [100, 450], "header": {"EchoTime": [60, 250], "RepetitionTime": [1500, 15000]},
     "warn": {"tilt_deg": 10, "spacing_margin": 0.25, "intensity_z": 2.0},
 }

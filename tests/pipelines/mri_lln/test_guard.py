@@ -119,3 +119,10 @@ def test_refused_series_never_reaches_the_model(testdata: Path, tmp_path: Path) 
     assert {v["requirement"] for v in refused.value.verdicts if not v["passed"]} == {"min_slices", "min_coverage_mm"}
     accepted = pipeline.run(generate_case(11).write(tmp_path / "ok"), ctx)
     assert accepted.findings["input"]["accepted"] is True and accepted.findings["input"]["flags"] == []
+
+
+def test_derived_maps_are_refused(testdata: Path) -> None:
+    """The real prostate ADC map (DERIVED, TE 65 / TR 2500 like a T2) is not a T2 image."""
+    report = _check(sorted((testdata / "mr" / "prostate-adc-oblique-ge-qin").glob("*.dcm")))
+    assert "original_only" in _failed(report)
+    assert "original_only: found ImageType DERIVED" in report.reason()
