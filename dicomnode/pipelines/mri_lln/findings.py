@@ -11,13 +11,16 @@ the node-positive + node-negative labels):
   the largest in-plane diameter, short = max over slices of the longest chord
   perpendicular to that slice's long axis, in mm using PixelSpacing;
 * volume (voxels × voxel volume), and the final status = model-positive OR short axis ≥
-  threshold, with the reasons.
+  threshold, with the reasons; the short axis compared is the one shown (0.01 mm), and a
+  node within one in-plane pixel of the threshold is flagged borderline (:mod:`.criteria`);
+* a component below the bundle's minimum node size is not a node: it is listed in
+  ``below_size`` and never changes the status, the SEG or the SR.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -26,6 +29,7 @@ from scipy import ndimage
 from dicomnode.dicom.volume import Volume
 from dicomnode.errors import PipelineError
 from dicomnode.pipelines.mri_lln.axes import AxisMeasurement, node_axes
+from dicomnode.pipelines.mri_lln.criteria import below_size_reasons, is_borderline, shown_mm, size_status
 from dicomnode.pipelines.mri_lln.labels import LabelScheme
 from dicomnode.pipelines.mri_lln.stations import (
     FACES,
@@ -60,6 +64,8 @@ class NodeFinding:
     long_axis: AxisMeasurement
     positive: bool
     reasons: tuple[str, ...]
+    borderline: bool = False
+    below_size: tuple[str, ...] = ()
 
     @property
     def key_slice(self) -> int:
@@ -70,14 +76,21 @@ class NodeFinding:
         """JSON-serialisable summary."""
         return {
             "tracking_id": self.tracking_id,
-            "status": "positive" if self.positive else "negative",
-            "reasons": list(self.reasons),
+            **(
+                {"below_size": list(self.below_size)}
+                if self.below_size
+                else {
+                    "status": "positive" if self.positive else "negative",
+                    "reasons": list(self.reasons),
+                    "borderline": self.borderline,
+                }
+            ),
             "model_class": self.model_class,
             "station": self.station,
             "station_method": self.station_method,
             "side": self.side,
-            "short_axis_mm": round(self.short_axis.length_mm, 2),
-            "long_axis_mm": round(self.long_axis.length_mm, 2),
+            "short_axis_mm": shown_mm(self.short_axis.length_mm),
+            "long_axis_mm": shown_mm(self.long_axis.length_mm),
             "volume_mm3": round(self.volume_mm3, 1),
             "key_slice": self.key_slice,
             "centroid_lps_mm": [round(v, 2) for v in self.centroid_lps],
@@ -88,7 +101,8 @@ class NodeFinding:
 class LlnFindings:
     """All nodes of one series and the patient-level lateral-lymph-node status.
 
-    ``node_map`` (uint16, the volume's ``(z, y, x)`` grid) holds each node's number.
+    ``node_map`` (uint16, the volume's ``(z, y, x)`` grid) holds each node's number;
+    the components in ``below_size`` are not in it.
     """
 
     nodes: tuple[NodeFinding, ...]
@@ -97,6 +111,7 @@ class LlnFindings:
     midline_method: str
     stations_present: tuple[str, ...]
     node_map: np.ndarray = field(compare=False, repr=False)
+    below_size: tuple[NodeFinding, ...] = ()
 
     @property
     def lln_positive(self) -> bool:
@@ -109,22 +124,16 @@ class LlnFindings:
             "lln_status": "positive" if self.lln_positive else "negative",
             "n_nodes": len(self.nodes),
             "n_positive": sum(n.positive for n in self.nodes),
+            "n_borderline": sum(n.borderline for n in self.nodes),
             "short_axis_threshold_mm": self.scheme.short_axis_positive_mm,
+            "min_node_volume_mm3": self.scheme.min_node_volume_mm3,
+            "min_node_short_axis_mm": self.scheme.min_node_short_axis_mm,
             "midline_x_lps_mm": round(self.midline_x_lps, 2),
             "midline_method": self.midline_method,
             "stations_present": list(self.stations_present),
             "nodes": [n.to_json() for n in self.nodes],
+            "below_size": [n.to_json() for n in self.below_size],
         }
-
-
-def _status(model_class: str, short_mm: float, threshold: float) -> tuple[bool, tuple[str, ...]]:
-    """Final status = model-positive OR short axis >= threshold, with the reasons."""
-    reasons: tuple[str, ...] = ("model-positive",) if model_class == "positive" else ()
-    if short_mm >= threshold:
-        reasons += (f"short-axis>={threshold:g}mm",)
-    if reasons:
-        return True, reasons
-    return False, ("model-negative", f"short-axis<{threshold:g}mm")
 
 
 def _node(number: int, box: tuple[slice, ...], mask: np.ndarray, ctx: _Context) -> NodeFinding:
@@ -139,12 +148,14 @@ def _node(number: int, box: tuple[slice, ...], mask: np.ndarray, ctx: _Context) 
     dz, dy, dx = ctx.volume.spacing_zyx
     short, long_ = node_axes(mask, box[0].start, box[1].start, box[2].start, dy, dx)
     centroid = ctx.volume.zyx_to_lps(centroid_zyx(ctx.node_map, number, box))
-    positive, reasons = _status(model_class, short.length_mm, ctx.scheme.short_axis_positive_mm)
+    scheme = ctx.scheme
+    positive, reasons = size_status(model_class, short.length_mm, scheme.short_axis_positive_mm)
+    volume_mm3 = float(mask.sum() * dz * dy * dx)
     return NodeFinding(
         number=number,
         tracking_id=f"LN-{number}",
         n_voxels=int(mask.sum()),
-        volume_mm3=float(mask.sum() * dz * dy * dx),
+        volume_mm3=volume_mm3,
         positive_voxels=n_pos,
         negative_voxels=n_neg,
         model_class=model_class,
@@ -156,6 +167,10 @@ def _node(number: int, box: tuple[slice, ...], mask: np.ndarray, ctx: _Context) 
         long_axis=long_,
         positive=positive,
         reasons=reasons,
+        borderline=is_borderline(short.length_mm, scheme.short_axis_positive_mm, max(dy, dx)),
+        below_size=below_size_reasons(
+            volume_mm3, short.length_mm, scheme.min_node_volume_mm3, scheme.min_node_short_axis_mm
+        ),
     )
 
 
@@ -201,13 +216,32 @@ def compute_findings(label_map: np.ndarray, volume: Volume, scheme: LabelScheme)
     spacing = np.asarray(volume.spacing_zyx)
     ctx = _Context(label_map, regions, node_map, volume, scheme, spacing, midline)
     boxes = ndimage.find_objects(node_map)
-    nodes = tuple(_node(i + 1, box, node_map[box] == i + 1, ctx) for i, box in enumerate(boxes) if box is not None)
+    found = [_node(i + 1, box, node_map[box] == i + 1, ctx) for i, box in enumerate(boxes) if box is not None]
+    nodes, small, node_map = _split_below_size(found, node_map)
     present = tuple(sorted({scheme.regions[int(v)] for v in np.unique(regions) if v}))
     logger.info(
-        "%d node(s), %d positive; midline %.1f mm (%s)",
-        count,
+        "%d node(s), %d positive, %d below size; midline %.1f mm (%s)",
+        len(nodes),
         sum(n.positive for n in nodes),
+        len(small),
         midline,
         method,
     )
-    return LlnFindings(nodes, scheme, midline, method, present, node_map.astype(np.uint16))
+    return LlnFindings(nodes, scheme, midline, method, present, node_map, small)
+
+
+def _split_below_size(
+    found: list[NodeFinding], node_map: np.ndarray
+) -> tuple[tuple[NodeFinding, ...], tuple[NodeFinding, ...], np.ndarray]:
+    """Nodes renumbered 1..N (raster order kept), the below-size components, and the node
+    map without them."""
+    lut = np.zeros(max((f.number for f in found), default=0) + 1, np.uint16)
+    nodes: list[NodeFinding] = []
+    small: list[NodeFinding] = []
+    for finding in found:
+        if finding.below_size:
+            small.append(replace(finding, number=0, tracking_id=f"below-size-{len(small) + 1}"))
+            continue
+        lut[finding.number] = len(nodes) + 1
+        nodes.append(replace(finding, number=len(nodes) + 1, tracking_id=f"LN-{len(nodes) + 1}"))
+    return tuple(nodes), tuple(small), lut[node_map]

@@ -44,6 +44,7 @@ from dicomnode.outputs.common import MANUFACTURER
 from dicomnode.pipelines.base import PipelineContext
 from dicomnode.pipelines.mri_lln.axes import AxisMeasurement
 from dicomnode.pipelines.mri_lln.codes import LATERALITY_CODES, node_caption, node_tracking_uid, station_code
+from dicomnode.pipelines.mri_lln.criteria import shown_mm
 from dicomnode.pipelines.mri_lln.findings import LlnFindings, NodeFinding
 
 if TYPE_CHECKING:
@@ -55,11 +56,21 @@ _Group = Union[
     "hd.sr.MeasurementsAndQualitativeEvaluations",
 ]
 
-__all__ = ["COMMENT", "METASTASIS", "SUMMARY_TRACKING_ID", "measurement_groups", "observation_context", "viewer_groups"]
+__all__ = [
+    "BORDERLINE",
+    "COMMENT",
+    "METASTASIS",
+    "SUMMARY_TRACKING_ID",
+    "measurement_groups",
+    "observation_context",
+    "viewer_groups",
+]
 
 SUMMARY_TRACKING_ID = "LLN status"
 METASTASIS = codes.cid7159.NeoplasmSecondary  # SCT 14799000
 COMMENT = Code("121106", "DCM", "Comment")
+#: DCM 111848: the short axis is within one in-plane pixel of the size threshold.
+BORDERLINE = codes.DCM.Borderline
 _TRACKING = ("112039", "112040")  # Tracking Identifier, Tracking Unique Identifier
 
 
@@ -75,15 +86,21 @@ def _finding_site(node: NodeFinding) -> hd.sr.FindingSite:
 
 
 def _status(node: NodeFinding) -> list[hd.sr.QualitativeEvaluation]:
+    """The node's final status, and "Borderline: Present" when its short axis is within one
+    in-plane pixel of the threshold (:mod:`.criteria`)."""
     import highdicom as hd
 
-    return [hd.sr.QualitativeEvaluation(name=METASTASIS, value=_present(node.positive))]
+    status = [hd.sr.QualitativeEvaluation(name=METASTASIS, value=_present(node.positive))]
+    if node.borderline:
+        status.append(hd.sr.QualitativeEvaluation(name=BORDERLINE, value=codes.SCT.Present))
+    return status
 
 
 def _mm(name: Code, value: float) -> hd.sr.Measurement:
+    """A length as shown and compared (:func:`~.criteria.shown_mm`)."""
     import highdicom as hd
 
-    return hd.sr.Measurement(name=name, value=round(value, 2), unit=codes.UCUM.Millimeter)
+    return hd.sr.Measurement(name=name, value=shown_mm(value), unit=codes.UCUM.Millimeter)
 
 
 def _referenced_segment(seg: Dataset, number: int) -> hd.sr.ReferencedSegment:

@@ -69,7 +69,7 @@ def write_bundle(out: Path) -> ModelBundle:
             4: {"role": "node", "class": "positive"},
             5: {"role": "node", "class": "negative"},
         },
-        "thresholds": {"short_axis_positive_mm": 7.0},
+        "thresholds": {"short_axis_positive_mm": 7.0, "min_node_volume_mm3": 14.0, "min_node_short_axis_mm": 2.0},
         "requirements": REQUIREMENTS,
     }
     text = yaml.safe_dump(manifest, sort_keys=False, default_flow_style=None, width=100)
