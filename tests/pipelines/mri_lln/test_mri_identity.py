@@ -116,17 +116,35 @@ def _seg_maps(result: PipelineResult, files: list[Path], station_values: dict[st
     return labels, nodes
 
 
-def _assert_identical(result: PipelineResult, files: list[Path], reference: np.ndarray, bundle: Path) -> None:
-    """Regions voxel for voxel, nodes as the same partition, each node's model class."""
+def _below_size(result: PipelineResult, components: np.ndarray, count: int, nodes: np.ndarray,
+                voxel_mm3: float) -> set[int]:
+    """The reference's components the SEG leaves out: each must be one of the findings'
+    ``below_size`` entries (same volume), and below the minimum node size."""
+    dropped = set(range(1, count + 1)) - set(np.unique(components[nodes > 0]).tolist())
+    small = result.findings["below_size"]
+    volumes = sorted(round(float(np.count_nonzero(components == c)) * voxel_mm3, 1) for c in dropped)
+    assert volumes == pytest.approx(sorted(n["volume_mm3"] for n in small), abs=0.11)
+    limits = result.findings["min_node_volume_mm3"], result.findings["min_node_short_axis_mm"]
+    assert all(n["volume_mm3"] < limits[0] or n["short_axis_mm"] < limits[1] for n in small)
+    return dropped
+
+
+def _assert_identical(
+    result: PipelineResult, files: list[Path], reference: np.ndarray, bundle: Path, image: sitk.Image
+) -> None:
+    """Regions voxel for voxel, nodes as the same partition, each node's model class; the
+    components below the bundle's minimum node size are not nodes (no SEG segment)."""
     stations = {spec["station"]: int(v) for v, spec in load_bundle(bundle).labels.items() if "station" in spec}
     labels, nodes = _seg_maps(result, files, stations)
+    components, count = ndimage.label(reference >= 4, _FACES)
+    dropped = _below_size(result, components, count, nodes, float(np.prod(image.GetSpacing())))
     expected = np.where(reference >= 4, NODE, reference)
+    expected[np.isin(components, list(dropped))] = 0
     assert labels.shape == expected.shape
     differ = np.count_nonzero(labels != expected)
     assert differ == 0, f"{differ} voxel(s) differ from nnUNetv2_predict"
-    components, count = ndimage.label(reference >= 4, _FACES)
     found = result.findings["nodes"]
-    assert len(found) == count == len(np.unique(nodes)) - 1
+    assert len(found) == count - len(dropped) == len(np.unique(nodes)) - 1
     for number, node in enumerate(found, start=1):
         component = np.unique(components[nodes == number])
         assert component.size == 1 and np.array_equal(components == component[0], nodes == number)
@@ -159,7 +177,7 @@ def test_one_fold_pipeline_equals_nnunet_predict(phantom, reference, tmp_path: P
     bundle = _bundle_with_folds(tmp_path / "bundle", [0])
     result = _run_pipeline(bundle, files, tmp_path)
     assert result.findings["n_nodes"] >= 1  # nodes found: a SEG to compare
-    _assert_identical(result, files, reference("phantom", image, (0,)), bundle)
+    _assert_identical(result, files, reference("phantom", image, (0,)), bundle, image)
 
 
 def test_ensemble_pipeline_equals_nnunet_predict(phantom, reference, tmp_path: Path) -> None:
@@ -167,11 +185,11 @@ def test_ensemble_pipeline_equals_nnunet_predict(phantom, reference, tmp_path: P
     assert load_bundle(DEMO).input["folds"] == [0, 1]
     ensemble = reference("phantom", image, (0, 1))
     assert np.count_nonzero(ensemble != reference("phantom", image, (0,))) > 0  # fold 1 changes the result here
-    _assert_identical(_run_pipeline(DEMO, files, tmp_path), files, ensemble, DEMO)
+    _assert_identical(_run_pipeline(DEMO, files, tmp_path), files, ensemble, DEMO, image)
 
 
 def test_real_t2_pipeline_equals_nnunet_predict(testdata: Path, reference, tmp_path: Path) -> None:
     image, files = _sitk_series(testdata / "mr" / "prostate-t2-axial-siemens-verio")
     result = _run_pipeline(DEMO, files, tmp_path)
     assert result.findings["n_nodes"] >= 1  # false positives on a prostate: a SEG to compare
-    _assert_identical(result, files, reference("t2", image, (0, 1)), DEMO)
+    _assert_identical(result, files, reference("t2", image, (0, 1)), DEMO, image)
