@@ -9,7 +9,9 @@ the node-positive + node-negative labels):
   nearest; left or right of the pelvic midline;
 * short and long axis in the acquisition plane (:mod:`.axes`): long = max over slices of
   the largest in-plane diameter, short = max over slices of the longest chord
-  perpendicular to that slice's long axis, in mm using PixelSpacing;
+  perpendicular to that slice's long axis, in mm using PixelSpacing; the plane's tilt from
+  the true axial plane is reported with them (``acquisition_tilt_deg``), since an oblique
+  section of a node is not its axial one;
 * volume (voxels × voxel volume), and the final status = model-positive OR short axis ≥
   threshold, with the reasons; the short axis compared is the one shown (0.01 mm), and a
   node within one in-plane pixel of the threshold is flagged borderline (:mod:`.criteria`);
@@ -20,6 +22,7 @@ the node-positive + node-negative labels):
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -112,6 +115,7 @@ class LlnFindings:
     stations_present: tuple[str, ...]
     node_map: np.ndarray = field(compare=False, repr=False)
     below_size: tuple[NodeFinding, ...] = ()
+    tilt_deg: float = 0.0
 
     @property
     def lln_positive(self) -> bool:
@@ -131,6 +135,8 @@ class LlnFindings:
             "midline_x_lps_mm": round(self.midline_x_lps, 2),
             "midline_method": self.midline_method,
             "stations_present": list(self.stations_present),
+            "axes_measured_in": "acquisition plane",
+            "acquisition_tilt_deg": round(self.tilt_deg, 1),
             "nodes": [n.to_json() for n in self.nodes],
             "below_size": [n.to_json() for n in self.below_size],
         }
@@ -227,7 +233,8 @@ def compute_findings(label_map: np.ndarray, volume: Volume, scheme: LabelScheme)
         midline,
         method,
     )
-    return LlnFindings(nodes, scheme, midline, method, present, node_map, small)
+    tilt = math.degrees(math.acos(min(1.0, abs(float(volume.direction[2, 2])))))  # slice normal vs patient z
+    return LlnFindings(nodes, scheme, midline, method, present, node_map, small, tilt)
 
 
 def _split_below_size(

@@ -24,7 +24,12 @@ from dicomnode.outputs.common import MANUFACTURER, read_back, series_description
 from dicomnode.pipelines.base import PipelineContext
 from dicomnode.pipelines.mri_lln.findings import LlnFindings
 from dicomnode.pipelines.mri_lln.seg import source_images
-from dicomnode.pipelines.mri_lln.sr_content import measurement_groups, observation_context, viewer_groups
+from dicomnode.pipelines.mri_lln.sr_content import (
+    axes_statement,
+    measurement_groups,
+    observation_context,
+    viewer_groups,
+)
 from dicomnode.pipelines.mri_lln.sr_notes import is_notes, notes_container
 
 if TYPE_CHECKING:
@@ -169,6 +174,7 @@ def build_sr(
             imaging_measurements=measurement_groups(volume, findings, sources, seg, (ctx, bundle)),
             title=codes.DCM.ImagingMeasurementReport,
         )
+        notes = [*notes, axes_statement(findings)] if findings.nodes else notes
         if notes:
             report[0].ContentSequence.append(notes_container(notes))
         sr = hd.sr.Comprehensive3DSR(

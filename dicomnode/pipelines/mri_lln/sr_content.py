@@ -58,6 +58,7 @@ _Group = Union[
 
 __all__ = [
     "BORDERLINE",
+    "axes_statement",
     "COMMENT",
     "METASTASIS",
     "SUMMARY_TRACKING_ID",
@@ -216,6 +217,20 @@ def _summary(
             hd.sr.QualitativeEvaluation(name=codes.SCT.LymphNode, value=_present(bool(findings.nodes))),
             hd.sr.QualitativeEvaluation(name=METASTASIS, value=_present(findings.lln_positive)),
         ],
+    )
+
+
+def axes_statement(findings: LlnFindings) -> str:
+    """The SR's statement of where the axes were measured: the acquisition plane, and its
+    tilt from the true axial plane (the size rule is defined on axial images)."""
+    tilt = round(findings.tilt_deg, 1)
+    where = "Short and long axes are measured in the acquisition plane"
+    if tilt < 0.5:
+        return f"{where}, which is axial (tilt {tilt:g}° from the true axial plane)."
+    return (
+        f"{where}, which is tilted {tilt:g}° from the true axial plane: an oblique section of a "
+        "node can be wider than its axial one, so a short axis near the size threshold may be "
+        "smaller in the axial plane."
     )
 
 

@@ -59,6 +59,7 @@ def generate_case(
     shape: tuple[int, int, int] = (24, 80, 80),
     spacing_mm: tuple[float, float, float] = (3.0, 1.5, 1.5),
     oblique_deg: float = 0.0,
+    tilt_deg: float = 0.0,
     n_nodes: int | None = None,
     with_nodes: bool = True,
 ) -> SyntheticCase:
@@ -74,6 +75,9 @@ def generate_case(
         ``(SpacingBetweenSlices, row spacing, column spacing)`` in mm, i.e. (z, y, x).
     oblique_deg
         Rotation of the in-plane axes about the slice normal (degrees).
+    tilt_deg
+        Tilt of the slice plane about the patient's left-right axis (degrees): an oblique
+        axial acquisition (0: true axial).
     n_nodes
         Number of nodes; ``None`` draws 2 to 5.
     with_nodes
@@ -88,7 +92,7 @@ def generate_case(
     if len(spacing_mm) != 3 or min(spacing_mm) <= 0:
         raise ValueError(f"'spacing_mm' must be three positive mm values, got {spacing_mm!r}")
     rng = np.random.default_rng(seed)
-    geom = Geometry.create(shape, spacing_mm, oblique_deg)
+    geom = Geometry.create(shape, spacing_mm, oblique_deg, tilt_deg)
     grid = geom.lps_grid()
     img, labels, regions = anatomy(grid, rng)
     count = int(rng.integers(2, 6)) if n_nodes is None else n_nodes
@@ -97,6 +101,7 @@ def generate_case(
         paint_node(img, labels, grid, node, angle, rng)
     pixels = finish_image(img, rng)
     key = f"{seed}|{shape}|{spacing_mm}|{oblique_deg}|{count if with_nodes else 0}"
+    key += f"|tilt {tilt_deg}" if tilt_deg else ""  # untilted cases keep their UIDs
     header = series_header(seed, key)
     datasets = [slice_dataset(header, geom, pixels[k], k, key) for k in range(shape[0])]
     return SyntheticCase(datasets=datasets, labels=labels, nodes=[n for n, _ in placed])

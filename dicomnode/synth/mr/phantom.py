@@ -66,6 +66,9 @@ class SyntheticNode:
         JSCCR final status additionally calls a node positive when short axis ≥ 7 mm.
     short_axis_mm, long_axis_mm
         Nominal full diameters in the axial plane (``2 * axes_mm[1]``, ``2 * axes_mm[0]``).
+    angle_rad
+        Rotation of the in-plane axes about the patient z axis: the first semi-axis lies
+        along ``(cos, sin, 0)`` in LPS.
     """
 
     center_lps: tuple[float, float, float]
@@ -75,6 +78,7 @@ class SyntheticNode:
     positive: bool
     short_axis_mm: float
     long_axis_mm: float
+    angle_rad: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -90,11 +94,19 @@ class Geometry:
 
     @classmethod
     def create(
-        cls, shape: tuple[int, int, int], spacing: tuple[float, float, float], oblique_deg: float
+        cls,
+        shape: tuple[int, int, int],
+        spacing: tuple[float, float, float],
+        oblique_deg: float,
+        tilt_deg: float = 0.0,
     ) -> Geometry:
-        theta = math.radians(oblique_deg)
-        row = np.array([math.cos(theta), math.sin(theta), 0.0])
-        col = np.array([-math.sin(theta), math.cos(theta), 0.0])
+        """In-plane rotation ``oblique_deg`` about the slice normal, then the slice plane
+        tilted by ``tilt_deg`` about the patient's left-right axis (an oblique axial)."""
+        theta, tilt = math.radians(oblique_deg), math.radians(tilt_deg)
+        cos_t, sin_t = math.cos(tilt), math.sin(tilt)
+        about_x = np.array([[1.0, 0.0, 0.0], [0.0, cos_t, -sin_t], [0.0, sin_t, cos_t]])
+        row = about_x @ np.array([math.cos(theta), math.sin(theta), 0.0])
+        col = about_x @ np.array([-math.sin(theta), math.cos(theta), 0.0])
         normal = np.cross(row, col)
         half = [(n - 1) / 2.0 * s for n, s in zip(shape, spacing, strict=True)]
         origin = np.array(_CENTRE_LPS) - half[2] * row - half[1] * col - half[0] * normal
@@ -179,16 +191,19 @@ def sample_nodes(
         )
         if any(math.dist(lps, o.center_lps) < max(o.axes_mm) + max(axes) + 2.0 for o, _ in placed):
             continue
+        positive = bool(rng.uniform() < 0.45)
+        angle = float(rng.uniform(0, math.pi))
         node = SyntheticNode(
             center_lps=tuple(round(v, 3) for v in lps),  # type: ignore[arg-type]
             axes_mm=axes,
             station=station,
             side=side,
-            positive=bool(rng.uniform() < 0.45),
+            positive=positive,
             short_axis_mm=round(2 * axes[1], 3),
             long_axis_mm=round(2 * axes[0], 3),
+            angle_rad=angle,
         )
-        placed.append((node, float(rng.uniform(0, math.pi))))
+        placed.append((node, angle))
     if len(placed) < n_nodes:
         raise ValueError(f"could not place {n_nodes} non-overlapping nodes; ask for fewer")
     return placed

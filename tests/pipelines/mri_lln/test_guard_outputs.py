@@ -57,7 +57,8 @@ def test_phantom_sr_has_measures_without_flags_and_viewer_sr_none(tmp_path: Path
     ctx = PipelineContext("mri-lln", ds0.StudyInstanceUID, ds0.SeriesInstanceUID, tmp_path)
     result = build_outputs(volume, case.labels, DEMO, ctx, case.datasets, guard)
     seg, sr, viewer = result.datasets
-    assert len(_comments(sr)) == 1 and "(-0.13 SD" in _comments(sr)[0]
+    comments = _comments(sr)  # the guard's measures, then where the axes were measured (test_oblique.py)
+    assert len(comments) == 2 and "(-0.13 SD" in comments[0] and comments[1].startswith("Short and long axes")
     assert _comments(viewer) == []
 
 
