@@ -19,7 +19,8 @@ overwrite regions.
 
 Modules: :mod:`.phantom` (label values, anatomy and nodes painted on the voxel grid),
 :mod:`.series` (the MR Image Storage instances), :mod:`.case` (:class:`SyntheticCase`,
-:func:`generate_case`).
+:func:`generate_case`), :mod:`.variants` (the same series stored with rows/columns
+reversed or swapped).
 """
 
 from __future__ import annotations

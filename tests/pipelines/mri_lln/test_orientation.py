@@ -10,16 +10,12 @@ reoriented the array, rows reversed swapped internal and external iliac.
 
 from __future__ import annotations
 
-import copy
-import itertools
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
-from pydicom.valuerep import format_number_as_ds
 
-from dicomnode.dicom.uids import derive_uid
 from dicomnode.dicom.volume import ModelGrid, is_axis_code, load_volume, to_model_grid
 from dicomnode.errors import ModelError, VolumeError
 from dicomnode.inference.manifest import load_bundle
@@ -27,53 +23,17 @@ from dicomnode.inference.nnunet import model_orientation
 from dicomnode.pipelines import create_pipeline
 from dicomnode.pipelines.base import PipelineContext
 from dicomnode.synth.mr import generate_case
+from dicomnode.synth.mr.variants import VARIANTS, stored_as, variant_name
 
 DEMO = Path(__file__).resolve().parents[3] / "models" / "lln-t2-demo"
-VARIANTS = list(itertools.product((False, True), repeat=3))  # (reverse rows, reverse columns, swap)
-
-
-def _name(variant: tuple[bool, bool, bool]) -> str:
-    rows, cols, swap = (int(v) for v in variant)
-    return f"rows{rows}-cols{cols}-swap{swap}"
-
-
-def _vec(values: object) -> np.ndarray:
-    return np.array([float(v) for v in values])  # type: ignore[attr-defined]
-
-
-def _variant(ds: pydicom.Dataset, flip_rows: bool, flip_cols: bool, swap: bool, tag: str) -> pydicom.Dataset:
-    """One slice re-stored: pixels reversed/transposed, IOP/IPP/PixelSpacing to match."""
-    out = copy.deepcopy(ds)
-    pixels = ds.pixel_array
-    row, col = _vec(ds.ImageOrientationPatient[:3]), _vec(ds.ImageOrientationPatient[3:])
-    origin = _vec(ds.ImagePositionPatient)
-    dy, dx = (float(v) for v in ds.PixelSpacing)  # between rows (along col), between columns (along row)
-    if flip_rows:
-        origin, col, pixels = origin + (pixels.shape[0] - 1) * dy * col, -col, pixels[::-1, :]
-    if flip_cols:
-        origin, row, pixels = origin + (pixels.shape[1] - 1) * dx * row, -row, pixels[:, ::-1]
-    if swap:
-        row, col, dy, dx, pixels = col, row, dx, dy, pixels.T
-    out.ImageOrientationPatient = [format_number_as_ds(float(v)) for v in (*row, *col)]
-    out.ImagePositionPatient = [format_number_as_ds(float(v)) for v in origin]
-    out.PixelSpacing = [format_number_as_ds(dy), format_number_as_ds(dx)]
-    out.SliceLocation = format_number_as_ds(float(origin @ np.cross(row, col)))
-    out.Rows, out.Columns = pixels.shape
-    out.PixelData = np.ascontiguousarray(pixels, dtype="<u2").tobytes()
-    out.SeriesInstanceUID = derive_uid("orientation-test", ds.SeriesInstanceUID, tag)
-    out.SOPInstanceUID = out.file_meta.MediaStorageSOPInstanceUID = derive_uid(
-        "orientation-test", ds.SOPInstanceUID, tag
-    )
-    return out
 
 
 def _store(case_datasets: list[pydicom.Dataset], variant: tuple[bool, bool, bool], folder: Path) -> list[Path]:
     folder.mkdir(parents=True)
-    tag = "".join("1" if v else "0" for v in variant)
     paths = []
-    for k, ds in enumerate(case_datasets):
+    for k, ds in enumerate(stored_as(case_datasets, variant)):
         paths.append(folder / f"slice{k:03d}.dcm")
-        _variant(ds, *variant, tag).save_as(paths[-1], enforce_file_format=True)
+        ds.save_as(paths[-1], enforce_file_format=True)
     return paths
 
 
@@ -89,7 +49,7 @@ def _summary(findings: dict) -> list[tuple]:
 # ------------------------------------------------------------------------- pure axis mapping
 
 
-@pytest.mark.parametrize("variant", VARIANTS, ids=_name)
+@pytest.mark.parametrize("variant", VARIANTS, ids=variant_name)
 def test_every_variant_maps_onto_the_stored_array(variant, tmp_path: Path) -> None:
     """The model grid of any variant is the LPS-stored array voxel for voxel, with the same
     spacing, and restore() gives back the variant's own array."""
@@ -141,7 +101,7 @@ def test_eight_stored_orientations_give_the_same_findings(pipeline, tmp_path: Pa
     case = generate_case(21, n_nodes=3)
     results = {}
     for variant in VARIANTS:
-        paths = _store(case.datasets, variant, tmp_path / _name(variant))
+        paths = _store(case.datasets, variant, tmp_path / variant_name(variant))
         ds = pydicom.dcmread(paths[0], stop_before_pixels=True)
         ctx = PipelineContext("mri-lln", ds.StudyInstanceUID, ds.SeriesInstanceUID, tmp_path, job_id="o")
         results[variant] = pipeline.run(paths, ctx).findings
