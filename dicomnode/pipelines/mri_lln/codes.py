@@ -52,6 +52,8 @@ def node_tracking_uid(ctx: PipelineContext, bundle: ModelBundle, node: NodeFindi
 
 
 def node_caption(node: NodeFinding) -> str:
-    """How a node reads in a viewer: ``LN-3 left external iliac lymph node, positive``."""
+    """How a node reads in a viewer: ``LN-3 left external iliac lymph node, positive``, with
+    ``, borderline`` when its short axis is within one pixel of the threshold."""
     where = f"{node.side} {STATION_NAMES.get(node.station or '', 'pelvic')} lymph node"
-    return f"{node.tracking_id} {where}, {'positive' if node.positive else 'negative'}"
+    status = "positive" if node.positive else "negative"
+    return f"{node.tracking_id} {where}, {status}{', borderline' if node.borderline else ''}"

@@ -121,6 +121,9 @@ def test_a_node_at_the_shown_threshold_is_positive_and_borderline_in_findings_an
     _, sr, viewer = result.datasets
     assert _code_items(sr, "Borderline") == ["Present"] * 3  # volumetric + 2 planar groups of one node
     assert _code_items(viewer, "Borderline")
+    captions = [str(it.TextValue) for it in _items(viewer) if it.ValueType == "TEXT"]
+    assert sum(c.endswith(", positive, borderline") for c in captions) >= 1  # what OHIF shows
+    assert not any(c.startswith(other["tracking_id"] + " ") and "borderline" in c for c in captions)
     shown = [
         float(it.MeasuredValueSequence[0].NumericValue)
         for it in _items(sr)

@@ -73,7 +73,8 @@ def test_viewer_groups_caption_axes_and_site(seed: int, tmp_path: Path) -> None:
         node = nodes[node_id]
         station = STATIONS.get(node["station"], "pelvic")
         comments = [str(it.TextValue) for it in items if it.ValueType == "TEXT" and _code(it) == "121106"]
-        assert comments == [f"{node_id} {node['side']} {station} lymph node, {node['status']}"]
+        borderline = ", borderline" if node["borderline"] else ""  # test_fidelity.py
+        assert comments == [f"{node_id} {node['side']} {station} lymph node, {node['status']}{borderline}"]
         site = next(it for it in items if _code(it) == "363698007")  # kept, coded, with laterality
         assert site.ConceptCodeSequence[0].CodingSchemeDesignator == "SCT"
         assert site.ContentSequence[0].ConceptCodeSequence[0].CodeMeaning.lower() == node["side"]
