@@ -55,5 +55,5 @@ def node_caption(node: NodeFinding) -> str:
     """How a node reads in a viewer: ``LN-3 left external iliac lymph node, positive``, with
     ``, borderline`` when its short axis is within one pixel of the threshold."""
     where = f"{node.side} {STATION_NAMES.get(node.station or '', 'pelvic')} lymph node"
-    status = "positive" if node.positive else "negative"
-    return f"{node.tracking_id} {where}, {status}{', borderline' if node.borderline else ''}"
+    borderline = ", borderline" if node.borderline else ""
+    return f"{node.tracking_id} {where}, {'positive' if node.positive else 'negative'}{borderline}"
