@@ -1,11 +1,14 @@
-# Browser check: OHIF 3.13.2 shows our MR SEG and SR (tests/viewer/test_ohif.py).
+# Browser checks: OHIF 3.13.2 shows our MR SEG and SR (tests/viewer/test_ohif.py);
+# dicom-microscopy-viewer (Slim's engine) shows our slide SEG and SR (test_microscopy.py).
 # Included by the top-level Makefile (`-include tests/viewer/viewer.mk`); also works alone:
 #
 #   make -f tests/viewer/viewer.mk test-viewer
 #
 #   viewer-deps   Debian chromium (apt, if missing); @ohif/app@$(OHIF_VERSION) prebuilt dist
 #                 (npm pack) in $(VIEWER_CACHE)/ohif/; playwright-core@$(PLAYWRIGHT_VERSION)
-#                 in $(VIEWER_CACHE)/viewer-node/ (never a Playwright-downloaded browser)
+#                 in $(VIEWER_CACHE)/viewer-node/ (never a Playwright-downloaded browser);
+#                 dicom-microscopy-viewer@$(DMV_VERSION) + dicomweb-client@$(DWC_VERSION) dists
+#                 (npm pack) in $(VIEWER_CACHE)/dmv/
 #   test-viewer   the test inside `unshare -n` (Orthanc binds all interfaces); screenshots,
 #                 result.json, summary.json and timing.txt in $(VIEWER_OUT)
 #
@@ -15,17 +18,21 @@
 SHELL              := /bin/bash
 OHIF_VERSION       ?= 3.13.2
 PLAYWRIGHT_VERSION ?= 1.65.1
+DMV_VERSION        ?= 0.48.24
+DWC_VERSION        ?= 0.11.3
 VIEWER_CACHE       ?= $(CURDIR)/.cache
 VIEWER_OUT         ?= $(CURDIR)/tests/viewer/out
 VIEWER_PY          ?= $(if $(PY),$(PY),.venv/bin/python)
 OHIF_DIST          := $(VIEWER_CACHE)/ohif/package/dist
 PLAYWRIGHT_CORE    := $(VIEWER_CACHE)/viewer-node/node_modules/playwright-core
+DMV_DIST           := $(VIEWER_CACHE)/dmv/dicom-microscopy-viewer-$(DMV_VERSION)/package/dist
+DWC_JS             := $(VIEWER_CACHE)/dmv/dicomweb-client-$(DWC_VERSION)/package/build/dicomweb-client.js
 # with the top-level Makefile: its `deps` (Orthanc, dcmtk, iproute2) and `venv` first
 VIEWER_PREREQS     ?= $(if $(PY),deps venv,)
 
 .PHONY: test-viewer viewer-deps
 
-viewer-deps: $(OHIF_DIST)/index.html $(PLAYWRIGHT_CORE)/package.json
+viewer-deps: $(OHIF_DIST)/index.html $(PLAYWRIGHT_CORE)/package.json $(DMV_DIST)/dicomMicroscopyViewer.bundle.min.js $(DWC_JS)
 	@if ! command -v chromium >/dev/null; then \
 	  echo "installing Debian chromium"; \
 	  SUDO=$$( [ $$(id -u) = 0 ] || echo sudo ); \
@@ -45,6 +52,17 @@ $(PLAYWRIGHT_CORE)/package.json:
 	mkdir -p $(VIEWER_CACHE)/viewer-node
 	cd $(VIEWER_CACHE)/viewer-node && { test -f package.json || echo '{"private": true}' > package.json; } \
 	  && npm install --silent --no-audit --no-fund --save-exact playwright-core@$(PLAYWRIGHT_VERSION)
+	test -f $@ && touch $@
+
+$(VIEWER_CACHE)/dmv/%/package/.unpacked:
+	mkdir -p $(VIEWER_CACHE)/dmv/$*
+	cd $(VIEWER_CACHE)/dmv && npm pack --silent $$(echo $* | sed -E 's/-([0-9][^-]*)$$/@\1/') >/dev/null \
+	  && tar xzf $*.tgz -C $* && touch $*/package/.unpacked
+
+$(DMV_DIST)/dicomMicroscopyViewer.bundle.min.js: $(VIEWER_CACHE)/dmv/dicom-microscopy-viewer-$(DMV_VERSION)/package/.unpacked
+	test -f $@ && touch $@
+
+$(DWC_JS): $(VIEWER_CACHE)/dmv/dicomweb-client-$(DWC_VERSION)/package/.unpacked
 	test -f $@ && touch $@
 
 test-viewer: $(VIEWER_PREREQS) viewer-deps

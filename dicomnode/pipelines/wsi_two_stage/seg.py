@@ -10,23 +10,22 @@ upsampled to level 0):
 The heatmap bands live on the coarser classifier patch grid; each patch covers a whole
 block of output pixels, so the bands are painted onto the output grid by nearest lookup
 (an integer repeat when the patch size is a multiple of the output pixel). That keeps one
-geometry for all four segments, so a viewer overlays them without resampling, and the
-repeated blocks cost almost nothing after JPEG 2000 compression with empty tiles left out
-(TILED_SPARSE). Separate SEG instances per resolution were the alternative; they would
+geometry for all four segments, so a viewer overlays them without resampling; empty tiles
+are left out (TILED_SPARSE). Separate SEG instances per resolution were the alternative; they would
 need two frames of reference checks in every viewer for no information gain.
 
 The SEG's top-left pixel is placed explicitly (PlanePositionSlideSequence) so that output
 pixel (r, c) covers level-0 pixels ``[c·f, (c+1)·f) × [r·f, (r+1)·f)``, ``f`` = output
 µm/px ÷ level-0 µm/px: the same slide point as the model saw.
 
-Encoding: the JPEG 2000 frames are encoded in the calling thread, one after another, and
-must stay so. pylibjpeg-openjpeg's encoder (what highdicom uses for single-bit frames) is
-not safe to call from two threads at once. It holds the GIL, so threads gain nothing,
-except that its bridge to Python logging (``py_log``) keeps the message objects in C
-statics shared by every thread and calls into ``logging``, where the interpreter may
-switch threads; two encoders then release the same object and the process segfaults
-(issue 8; ``bench/encode_stress.py`` reproduces it in a fraction of a second). A process
-pool would be safe but forks the warm worker (ONNX sessions loaded) for a few dozen frames.
+Encoding: uncompressed, bit-packed frames (Explicit VR Little Endian), 8 KiB per 256² tile
+and segment. JPEG 2000 Lossless (until issue 14) is valid DICOM, but dicom-microscopy-viewer
+0.48 (the engine of Slim and of OHIF's microscopy mode) cannot show it: it expects every
+decoded BINARY frame bit-packed and refuses the one-byte-per-pixel JPEG 2000 frames ("Frame
+value does not have expected length: 65536 instead of 8192"; tests/viewer/test_microscopy.py).
+Should a compressed syntax come back, encode its frames in the calling thread only:
+pylibjpeg-openjpeg's encoder is not safe to call from two threads at once (issue 8;
+``bench/encode_stress.py``); ``workers=0`` keeps highdicom serial.
 """
 
 from __future__ import annotations
@@ -39,7 +38,7 @@ import highdicom as hd
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sr.codedict import codes
-from pydicom.uid import JPEG2000Lossless
+from pydicom.uid import ExplicitVRLittleEndian
 
 from dicomnode.errors import OutputError
 from dicomnode.inference.manifest import ModelBundle
@@ -235,8 +234,8 @@ def build_wsi_seg(
 
     Notes
     -----
-    The JPEG 2000 frames are encoded in this thread, one after another, and must stay so
-    (module docstring, *Encoding*).
+    Frames are written uncompressed and bit-packed, what slide viewers decode (module
+    docstring, *Encoding*).
 
     Raises
     ------
@@ -284,7 +283,7 @@ def _segmentation(
             manufacturer_model_name=bundle.id,
             software_versions=SOFTWARE_VERSION,
             device_serial_number=bundle.version,
-            transfer_syntax_uid=JPEG2000Lossless,
+            transfer_syntax_uid=ExplicitVRLittleEndian,
             tile_pixel_array=True,
             tile_size=(256, 256),
             pixel_measures=hd.PixelMeasuresSequence(pixel_spacing=[spacing, spacing], slice_thickness=thickness),
@@ -292,7 +291,7 @@ def _segmentation(
             series_description=series_description(bundle, "WSI metastasis SEG"),
             content_label="METASTASIS",
             content_description="tumour mask + heatmap bands",
-            workers=0,  # serial: see build_wsi_seg
+            workers=0,  # serial (module docstring, *Encoding*)
         )
     except (ValueError, TypeError, AttributeError) as exc:
         raise OutputError(f"cannot build WSI SEG: {exc}") from exc

@@ -1,0 +1,36 @@
+"""The slide SEG is encoded the way slide viewers decode it (issue 14).
+
+dicom-microscopy-viewer 0.48 (Slim, OHIF's microscopy mode) takes each decoded frame of a
+BINARY SEG as bit-packed, ``Rows x Columns / 8`` bytes, and refuses anything else ("Frame
+value does not have expected length: 65536 instead of 8192" for the JPEG 2000 frames the
+node wrote before). The browser check is tests/viewer/test_microscopy.py (``make
+test-viewer``); this test pins the encoding it relies on, without a browser.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from test_wsi_seg import BANDS, CMU_DICOMIZER, bundle, level0, make_inputs, spacing_um, uid
+
+from dicomnode.outputs.validate import dciodvfy_errors
+from dicomnode.pipelines.wsi_two_stage.seg import SegGeometry, build_wsi_seg
+
+
+def test_seg_frames_are_bit_packed_as_slide_viewers_decode(wsi_dir: Path, tmp_path: Path) -> None:
+    base = level0(wsi_dir / CMU_DICOMIZER)
+    tumour, bands = make_inputs(base, 4.0, cell_px=8)
+    seg = build_wsi_seg(SegGeometry(base, spacing_um(base), 4.0), tumour, bands, bundle(), uid, band_limits=BANDS)
+    out = tmp_path / "seg.dcm"
+    seg.save_as(out)
+    back = pydicom.dcmread(out)
+    assert not back.file_meta.TransferSyntaxUID.is_compressed
+    assert (back.BitsAllocated, back.SegmentationType) == (1, "BINARY")
+    frame_bytes = int(back.Rows) * int(back.Columns) // 8  # what the viewer expects per frame
+    assert len(back.PixelData) in (int(back.NumberOfFrames) * frame_bytes, int(back.NumberOfFrames) * frame_bytes + 1)
+    # frame k, unpacked, is the tile the SEG says: the first frame's bits are its pixels
+    bits = np.unpackbits(np.frombuffer(back.PixelData[:frame_bytes], np.uint8), bitorder="little")
+    assert np.array_equal(bits.reshape(int(back.Rows), int(back.Columns)), back.pixel_array[0].astype(np.uint8))
+    assert dciodvfy_errors(out) == []
