@@ -1,14 +1,17 @@
-"""Ingest benchmark: the same instances, the same sender, two receivers, one run.
+"""Ingest benchmark: the same instances, the same sender, several receivers, one run.
 
-(a) dcmtk ``storescp`` writing files to disk (the reference; no fsync), and
-(b) ``dicomnode serve`` acknowledging each instance only after temp file + fsync + rename.
+Receivers, in turn within each round: dcmtk ``storescp`` writing files to disk (the
+reference; no fsync), ``dicomnode serve`` (acknowledges each instance only when durable:
+group-committed ``syncfs``), optionally ``dicomnode-stock`` (the same with
+``node.pynetdicom_tuning: false``).
 
-Data: >= 1,000 synthetic MR instances (384 x 384, 16-bit, as a scanner sends them) and
-real WSI frames (the CMU-1 level-0 instance from ../shared/testdata, 30 JPEG frames,
-copied with new UIDs). Senders, each to both receivers: dicomnode's replay sender
-(pynetdicom, one association) and dcmtk ``storescu -R -xy`` (one association, the files' own
-transfer syntaxes; it sends the file bytes as they are, so it is the faster sender).
-Reports instances/s, MB/s and the ratio node / storescp per sender; median of repeats.
+Rows: MR over 1 and over 4 concurrent associations (``storescu -R -xy``, files split
+evenly), real WSI frames (the CMU-1 level-0 instance from ../shared/testdata, 30 JPEG
+frames, copied with new UIDs), one large native instance (``--big-mb``, default 1,000 MB;
+its row reports the receivers' peak RSS), and the sender comparison: ``dicomnode replay``
+against ``storescu``, both to a fresh storescp. Each row gives instances/s, MB/s, the
+receiver's CPU ms per instance (from /proc, all threads), its peak RSS, and the ratio to
+storescp per round and as the median of rounds.
 
 dcmtk tools run with ``TCP_NODELAY=1`` (dcmtk's switch for Nagle's algorithm, off in
 Debian's build): without it storescp answers every C-STORE ~45 ms late (Nagle + delayed
@@ -24,6 +27,7 @@ import json
 import os
 import shutil
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -84,9 +88,10 @@ def storescp(out: Path) -> tuple[subprocess.Popen[bytes], int]:
     return proc, port
 
 
-def dicomnode(work: Path) -> tuple[subprocess.Popen[bytes], int]:
+def dicomnode(work: Path, **node: object) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
-    config = {"node": {"port": port}, "spool": {"path": str(work / "spool"), "min_free_mb": 64},
+    config = {"node": {"port": port, "max_associations": 16, **node},
+              "spool": {"path": str(work / "spool"), "min_free_mb": 64},
               "assembly": {"quiet_s": 3600, "max_wait_s": 7200}, "http": {"port": 0},
               "log": {"level": "WARNING"}}
     work.mkdir(parents=True)
@@ -97,31 +102,59 @@ def dicomnode(work: Path) -> tuple[subprocess.Popen[bytes], int]:
     return proc, port
 
 
-def timed_send(files: list, port: int, called: str, sender: str) -> float:
-    if sender == "storescu":
-        started = time.monotonic()
-        command = ["storescu", "-R", "-xy", "-aec", called, "127.0.0.1", str(port), *(str(f.path) for f in files)]
-        proc = subprocess.run(command, capture_output=True, text=True, env=DCMTK_ENV)
-        seconds = time.monotonic() - started
-        if proc.returncode != 0:
-            raise RuntimeError(f"{called}: storescu failed: {proc.stderr[-1000:]}")
-        return seconds
+RECEIVERS = {
+    "storescp": storescp,
+    "dicomnode": dicomnode,
+    "dicomnode-stock": lambda work: dicomnode(work, pynetdicom_tuning=False),
+}
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (all its threads) so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def storescu(files: list, port: int, called: str) -> subprocess.Popen[str]:
+    command = ["storescu", "-R", "-xy", "-aec", called, "127.0.0.1", str(port), *(str(f.path) for f in files)]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=DCMTK_ENV)
+
+
+def timed_send(files: list, port: int, called: str, sender: str, assocs: int = 1) -> float:
+    """Seconds to send ``files`` over ``assocs`` concurrent associations (files split evenly)."""
+    parts = [files[i::assocs] for i in range(assocs)]
     started = time.monotonic()
+    if sender == "storescu":
+        procs = [storescu(part, port, called) for part in parts]
+        errors = [p.communicate()[1][-1000:] for p in procs if p.wait() != 0]
+        if errors:
+            raise RuntimeError(f"{called}: storescu failed: {errors[0]}")
+        return time.monotonic() - started
     statuses = send(files, "127.0.0.1", port, called=called)
     seconds = time.monotonic() - started
     ok = sum(c for t, c in statuses.items() if t.startswith("0x0000"))
     if ok != len(files):
-        logs = "".join(p.read_text(errors="replace")[-1500:] for p in files[0].path.parents[1].glob("*.log"))
-        raise RuntimeError(f"{called}: only {ok}/{len(files)} stored: {dict(statuses)}\n{logs}")
+        raise RuntimeError(f"{called}: only {ok}/{len(files)} stored: {dict(statuses)}")
     return seconds
 
 
-def run_once(files: list, tmp: Path, tag: str, sender: str) -> dict[str, float]:
-    results = {}
-    for name, start in (("storescp", storescp), ("dicomnode", dicomnode)):
-        proc, port = start(tmp / f"{tag}-{name}")
+def run_once(files: list, tmp: Path, tag: str, sender: str, assocs: int, receivers: list[str]) -> dict[str, float]:
+    """One round: each receiver in turn gets the same files; seconds and server CPU s each."""
+    results: dict[str, float] = {}
+    for name in receivers:
+        proc, port = RECEIVERS[name](tmp / f"{tag}-{name}")
         try:
-            results[name] = timed_send(files, port, "STORESCP" if name == "storescp" else "DICOMNODE", sender)
+            cpu0 = cpu_s(proc.pid)
+            results[name] = timed_send(files, port, "STORESCP" if name == "storescp" else "DICOMNODE", sender, assocs)
+            results[f"{name}_cpu"] = cpu_s(proc.pid) - cpu0
+            results[f"{name}_rss"] = peak_rss_mb(proc.pid)
         finally:
             proc.terminate()
             proc.wait(30)
@@ -129,18 +162,69 @@ def run_once(files: list, tmp: Path, tag: str, sender: str) -> dict[str, float]:
     return results
 
 
-def report(label: str, sender: str, files: list, runs: list[dict[str, float]]) -> dict[str, object]:
+def report(label: str, sender: str, assocs: int, files: list, runs: list[dict[str, float]],
+           receivers: list[str]) -> dict[str, object]:
     count, size = len(files), sum(f.size for f in files) / 1e6
-    row: dict[str, object] = {"dataset": label, "sender": sender, "dcmtk_tcp_nodelay": DCMTK_ENV["TCP_NODELAY"],
+    row: dict[str, object] = {"dataset": label, "sender": sender, "associations": assocs,
                               "instances": count, "MB": round(size, 1)}
-    for name in ("storescp", "dicomnode"):
+    for name in receivers:
         secs = statistics.median(r[name] for r in runs)
         row[f"{name}_inst_per_s"] = round(count / secs, 1)
         row[f"{name}_MB_per_s"] = round(size / secs, 1)
-    ratios = [r["storescp"] / r["dicomnode"] for r in runs]
-    row["ratio_node_vs_storescp"] = round(statistics.median(ratios), 3)
-    row["ratios_each_run"] = [round(r, 3) for r in ratios]
+        row[f"{name}_cpu_ms_per_inst"] = round(1000 * statistics.median(r[f"{name}_cpu"] for r in runs) / count, 2)
+        row[f"{name}_peak_rss_MB"] = round(max(r[f"{name}_rss"] for r in runs), 1)
+        if name != "storescp":
+            ratios = [r["storescp"] / r[name] for r in runs]
+            row[f"ratio_{name}_vs_storescp"] = round(statistics.median(ratios), 3)
+            row[f"ratios_{name}_each_run"] = [round(r, 3) for r in ratios]
     return row
+
+
+def replay_row(files: list, tmp: Path, repeats: int) -> dict[str, object]:
+    """The sender comparison: replay and storescu, each to a fresh storescp, alternating."""
+    runs = []
+    for i in range(repeats):
+        run = {}
+        for sender in ("storescu", "replay"):
+            proc, port = storescp(tmp / f"snd{sender}{i}")
+            try:
+                run[sender] = timed_send(files, port, "STORESCP", sender)
+            finally:
+                proc.terminate()
+                proc.wait(30)
+            shutil.rmtree(tmp / f"snd{sender}{i}", ignore_errors=True)
+        runs.append(run)
+    ratios = [r["storescu"] / r["replay"] for r in runs]
+    return {"dataset": "MR", "sender comparison": "replay vs storescu, to storescp", "instances": len(files),
+            "storescu_inst_per_s": round(len(files) / statistics.median(r["storescu"] for r in runs), 1),
+            "replay_inst_per_s": round(len(files) / statistics.median(r["replay"] for r in runs), 1),
+            "ratio_replay_vs_storescu": round(statistics.median(ratios), 3),
+            "ratios_each_run": [round(r, 3) for r in ratios]}
+
+
+def make_big(folder: Path, megabytes: int) -> None:
+    """One VL WSI instance of ``megabytes`` of native RGB frames (512 x 512), written in pieces."""
+    base = pydicom.dcmread(WSI_SOURCE, stop_before_pixels=True)
+    frame = 512 * 512 * 3
+    frames = max(1, megabytes * 1_000_000 // frame)
+    base.SOPInstanceUID = base.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    base.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    base.Rows = base.Columns = 512
+    base.NumberOfFrames, base.PhotometricInterpretation = frames, "RGB"
+    base.SamplesPerPixel, base.PlanarConfiguration = 3, 0
+    base.BitsAllocated, base.BitsStored, base.HighBit, base.PixelRepresentation = 8, 8, 7, 0
+    folder.mkdir(parents=True)
+    path = folder / "big.dcm"
+    base.save_as(path, enforce_file_format=True)
+    chunk = np.random.default_rng(1).integers(0, 255, frame, dtype=np.uint8).tobytes()
+    with open(path, "ab") as fh:  # (7FE0,0010) OB, 4-byte length, then the frames
+        fh.write(struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OB", 0, frame * frames))
+        for _ in range(frames):
+            fh.write(chunk)
+
+
+WSI_SOURCE = (REPO.parent / "shared" / "testdata" / "wsi" / "cmu1-small-region-pyramid-wsi2dcm"
+              / "level-0-frames-0-30.dcm")
 
 
 def main() -> int:
@@ -148,29 +232,34 @@ def main() -> int:
     parser.add_argument("--mr", type=int, default=1000, help="MR instances")
     parser.add_argument("--size", type=int, default=384, help="MR rows/columns")
     parser.add_argument("--wsi-copies", type=int, default=40, help="copies of the 30-frame WSI instance")
+    parser.add_argument("--big-mb", type=int, default=1000, help="size of the one large instance (peak RSS); 0: skip")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--senders", nargs="+", choices=("replay", "storescu"), default=["replay", "storescu"])
+    parser.add_argument("--receivers", nargs="+", choices=sorted(RECEIVERS), default=["storescp", "dicomnode"])
     parser.add_argument("--dcmtk-nodelay", choices=("0", "1"), default="1", help="TCP_NODELAY for storescp/storescu")
     args = parser.parse_args()
     DCMTK_ENV["TCP_NODELAY"] = args.dcmtk_nodelay
-    wsi_dir = REPO.parent / "shared" / "testdata" / "wsi" / "cmu1-small-region-pyramid-wsi2dcm"
-    source = wsi_dir / "level-0-frames-0-30.dcm"
     rows = []
     with tempfile.TemporaryDirectory(prefix="dicomnode-bench-") as tmp_name:
         tmp = Path(tmp_name)
         make_mr(tmp / "mr", args.mr, args.size)
-        datasets = [("MR", scan([tmp / "mr"])[0])]
-        if source.is_file():
-            make_wsi(tmp / "wsi", source, args.wsi_copies)
-            datasets.append((f"WSI ({args.wsi_copies * 30} JPEG frames)", scan([tmp / "wsi"])[0]))
+        mr = scan([tmp / "mr"])[0]
+        plan = [("MR", mr, 1), ("MR", mr, 4)]
+        if WSI_SOURCE.is_file():
+            make_wsi(tmp / "wsi", WSI_SOURCE, args.wsi_copies)
+            plan.append((f"WSI ({args.wsi_copies * 30} JPEG frames)", scan([tmp / "wsi"])[0], 1))
+            if args.big_mb:
+                make_big(tmp / "big", args.big_mb)
+                plan.append((f"one {args.big_mb} MB instance", scan([tmp / "big"])[0], 1))
         else:
-            print(f"WSI part skipped: {source} not found", file=sys.stderr)
-        for label, files in datasets:
-            for sender in args.senders:
-                runs = [run_once(files, tmp, f"{label[:3]}{sender}{i}", sender) for i in range(args.repeats)]
-                rows.append(report(label, sender, files, runs))
-    for row in rows:
-        print(json.dumps(row))
+            print(f"WSI part skipped: {WSI_SOURCE} not found", file=sys.stderr)
+        for label, files, assocs in plan:
+            repeats = 1 if label.startswith("one ") else args.repeats
+            runs = [run_once(files, tmp, f"{label[:3]}{assocs}-{i}", "storescu", assocs, args.receivers)
+                    for i in range(repeats)]
+            rows.append(report(label, "storescu", assocs, files, runs, args.receivers))
+            print(json.dumps(rows[-1]), flush=True)
+        rows.append(replay_row(mr, tmp, args.repeats))
+        print(json.dumps(rows[-1]), flush=True)
     save_results("ingest", rows)
     return 0
 

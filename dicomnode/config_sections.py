@@ -144,6 +144,8 @@ class NodeConfig:
     allow: tuple[AllowEntry, ...]
     tls: TlsConfig
     max_associations: int
+    #: event-driven pynetdicom reactors, 128 KiB PDUs, fast C-STORE-RSP (``net/tuning.py``)
+    pynetdicom_tuning: bool = True
 
     @classmethod
     def parse(cls, sec: Section) -> NodeConfig:
@@ -152,7 +154,8 @@ class NodeConfig:
         node = cls(ae_title=_ae_title(sec, "ae_title", "DICOMNODE"), host=sec.get("host", str, "127.0.0.1"),
                    port=_port(sec, "port", 11112, allow_zero=True), allow=allow,
                    tls=TlsConfig.parse(sec.sub("tls"), server=True),
-                   max_associations=_positive(sec, "max_associations", int, 16))
+                   max_associations=_positive(sec, "max_associations", int, 16),
+                   pynetdicom_tuning=sec.get("pynetdicom_tuning", bool, True))
         sec.finish()
         return node
 
@@ -174,11 +177,16 @@ class SpoolConfig:
     path: Path
     min_free_mb: int
     retention_days: float
+    #: ``syncfs`` (group commit of received instances) or ``fsync`` (per file); see spool.py
+    sync: str = "syncfs"
 
     @classmethod
     def parse(cls, sec: Section) -> SpoolConfig:
+        sync = sec.get("sync", str, "syncfs")
+        if sync not in ("syncfs", "fsync"):
+            raise ConfigError(f"{sec.path}.sync", sync, "use syncfs (group commit) or fsync (per file, Linux < 5.8)")
         spool = cls(path=Path(sec.get("path", str, "./var/spool")), min_free_mb=sec.get("min_free_mb", int, 512),
-                    retention_days=_positive(sec, "retention_days", float, 7.0))
+                    retention_days=_positive(sec, "retention_days", float, 7.0), sync=sync)
         sec.finish()
         return spool
 

@@ -57,7 +57,7 @@ class Node:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.metrics = Metrics()
-        self.spool = Spool(config.spool.path)
+        self.spool = Spool(config.spool.path, config.spool.sync)
         self.store = FileJobStore(self.spool)
         self.assembler = Assembler(config.assembly.quiet_s, config.assembly.max_wait_s)
         from dicomnode.worker import Worker  # noqa: PLC0415 - keeps multiprocessing out of imports

@@ -17,11 +17,30 @@ Layout under ``spool.path`` (every folder 0700)::
 Every transition is a write to a temp file, ``fsync`` and ``rename`` (plus an fsync of
 the folder), so a crash at any point leaves either the old or the new state. A restart
 rebuilds everything from these folders.
+
+Received instances (the hot path) are made durable differently, by default
+(``spool.sync: syncfs``): the instance is written to ``tmp/``, renamed into its series
+folder (the folder and ``series.json`` made first if new), and then one ``syncfs(2)`` of
+the spool's file system is shared by every instance that reached that point meanwhile, on
+any association (group commit, :class:`GroupSync`). The C-STORE success is sent only after
+that ``syncfs`` returned, and the assembler hears of the instance only then.
+
+Why that is as durable as fsync + rename + fsync(folder): ``syncfs`` writes back all dirty
+data *and metadata* of the file system and waits for it, which includes the instance's
+data blocks, the new directory entries (``mkdir``, ``rename``) and ``series.json``; on
+ext4/XFS it ends with a journal commit, as ``fsync`` does. A power loss before it returns
+loses only instances not yet acknowledged (the sender sends them again); after it, the
+file is in its final place. ``kill -9`` cannot lose an acknowledged instance either way
+(the page cache survives the process). One caveat, documented for IT: Linux reports
+write-back errors through ``syncfs`` only since 5.8; older kernels get ``spool.sync:
+fsync`` (per-file fsync, the earlier behaviour, about half the ingest rate).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import fcntl
 import json
 import os
@@ -35,7 +54,9 @@ from typing import Any
 
 from dicomnode.errors import SpoolError
 
-__all__ = ["Spool", "atomic_write", "fsync_dir"]
+__all__ = ["SYNC_MODES", "GroupSync", "Spool", "atomic_write", "fsync_dir", "syncfs"]
+
+SYNC_MODES = ("syncfs", "fsync")
 
 
 def fsync_dir(path: Path) -> None:
@@ -47,19 +68,81 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, data: bytes, tmp_dir: Path | None = None) -> None:
-    """Write ``data`` to ``path`` durably: temp file, fsync, rename, fsync folder."""
+def atomic_write(path: Path, data: bytes, tmp_dir: Path | None = None, durable: bool = True) -> None:
+    """Write ``data`` to ``path`` atomically: temp file, fsync, rename, fsync folder.
+
+    ``durable=False`` skips both fsyncs: the caller makes it durable later (group commit).
+    """
     tmp = (tmp_dir or path.parent) / f".{path.name}.{uuid.uuid4().hex}.tmp"
     try:
         with open(tmp, "wb") as fh:
             fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
+
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+
+
+def syncfs(fd: int) -> None:
+    """``syncfs(2)``: write back and wait for the whole file system holding ``fd``."""
+    if _libc.syncfs(fd) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"syncfs failed: {os.strerror(err)}")
+
+
+class GroupSync:
+    """Group commit: one ``syncfs`` serves every caller that asked before it started.
+
+    A caller asks after its own writes finished; it returns once a ``syncfs`` that
+    *started after* its request has completed. While one runs, later callers queue up and
+    the next ``syncfs`` covers them all, so N concurrent associations pay about one sync
+    per round instead of N.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self._root, self._fd = root, -1
+        self._cond = threading.Condition()
+        self._asked = self._done = 0
+        self._running = False
+        self.rounds = 0
+
+    def sync(self) -> None:
+        """Return when everything written before this call is durable (raises ``OSError``)."""
+        with self._cond:
+            self._asked += 1
+            ticket = self._asked
+            while self._done < ticket:
+                if self._running:
+                    self._cond.wait()
+                    continue
+                self._lead()
+
+    def _lead(self) -> None:
+        """Run one ``syncfs`` for everyone who asked so far (called holding the lock)."""
+        self._running, target = True, self._asked
+        self._cond.release()
+        try:
+            if self._fd < 0:
+                self._fd = os.open(self._root, os.O_RDONLY)
+            syncfs(self._fd)
+        finally:  # on an error: no progress; the next caller leads a new round (or fails too)
+            self._cond.acquire()
+            self._running = False
+            self._cond.notify_all()
+        self._done, self.rounds = max(self._done, target), self.rounds + 1
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
 
 def _safe_name(uid: str) -> str:
@@ -75,16 +158,22 @@ class Spool:
     ----------
     root
         Spool folder (created 0700 if missing).
+    sync
+        How received instances are made durable: ``syncfs`` (group commit, default) or
+        ``fsync`` (per file and folder).
     """
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
+    def __init__(self, root: Path, sync: str = "syncfs") -> None:
+        if sync not in SYNC_MODES:
+            raise SpoolError(f"spool sync mode {sync!r} is not one of {SYNC_MODES}")
+        self.root, self.sync_mode = root, sync
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
         for sub in ("tmp", "incoming", "jobs", "unmatched", "requests"):
             (root / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
         for folder in [root, *(root / s for s in ("tmp", "incoming", "jobs", "unmatched", "requests"))]:
             os.chmod(folder, 0o700)
+        self._group = GroupSync(root) if sync == "syncfs" else None
 
     # -- instances ---------------------------------------------------------------------
     def series_lock(self, series_uid: str) -> threading.Lock:
@@ -99,39 +188,51 @@ class Spool:
         """Free space on the spool's file system in MiB."""
         return shutil.disk_usage(self.root).free / (1 << 20)
 
-    def write_temp(self, data: bytes) -> Path:
-        """Write received bytes durably to ``tmp/`` (step 1 of storing an instance)."""
-        tmp = self.root / "tmp" / f"{uuid.uuid4().hex}.part"
+    def temp_path(self) -> Path:
+        """A fresh name in ``tmp/`` (where received instances are written first)."""
+        return self.root / "tmp" / f"{uuid.uuid4().hex}.part"
+
+    def adopt_temp(self, path: Path) -> Path:
+        """Take a file written elsewhere (pynetdicom's chunked receive) into ``tmp/``."""
+        tmp = self.temp_path()
         try:
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-                fh.flush()
+            os.replace(path, tmp)
+        except OSError:  # another file system: copy (the original is pynetdicom's to delete)
+            shutil.copyfile(path, tmp)
+        if self._group is None:
+            with open(tmp, "rb+") as fh:
                 os.fsync(fh.fileno())
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
         return tmp
+
+    def make_durable(self) -> None:
+        """Step 3: in ``syncfs`` mode, the shared sync covering everything committed so far."""
+        if self._group is not None:
+            self._group.sync()
 
     def commit_instance(self, tmp: Path, series_uid: str, sop_uid: str, headers: dict[str, Any]) -> bool:
         """Move a temp file into its series folder (step 2); ``False`` if it was a duplicate.
 
-        The caller holds :meth:`series_lock`. The first instance of a series also writes
-        ``series.json`` with the routing headers.
+        The caller holds :meth:`series_lock`, and calls :meth:`make_durable` before it
+        answers (in ``fsync`` mode everything here is already fsync'd). The first instance
+        of a series also writes ``series.json`` with the routing headers.
         """
         folder = self.incoming_dir(series_uid)
         target = folder / f"{_safe_name(sop_uid)}.dcm"
         if target.exists():
             tmp.unlink(missing_ok=True)
             return False
+        per_file = self._group is None
         if not folder.exists():
             folder.mkdir(mode=0o700)
-            fsync_dir(folder.parent)
+            if per_file:
+                fsync_dir(folder.parent)
         sidecar = folder / "series.json"
         if not sidecar.exists():
             record = {"headers": headers, "first_seen": time.time()}
-            atomic_write(sidecar, json.dumps(record, indent=1).encode(), self.root / "tmp")
+            atomic_write(sidecar, json.dumps(record, indent=1).encode(), self.root / "tmp", durable=per_file)
         os.replace(tmp, target)
-        fsync_dir(folder)
+        if per_file:
+            fsync_dir(folder)
         return True
 
     def incoming_series(self) -> list[str]:

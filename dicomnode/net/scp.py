@@ -1,31 +1,37 @@
 """The Storage SCP: allowlist, presentation contexts, and the C-STORE handler.
 
-The handler only spools and answers (STYLE rule 2): it reads the header the peer sent,
-writes the encoded bytes durably (temp file, fsync, rename) and returns a named status.
+The handler only spools and answers (STYLE rule 2). pynetdicom writes each data set to a
+file as its PDUs arrive (chunked receive: a 1 GB slide level is never held in memory); the
+handler reads that file's header once (only the elements routing and assembly need, pixels
+checked for completeness but not read), moves the file into the spool, makes it durable
+(``Spool.make_durable``: a shared ``syncfs``) and returns a named status.
 It never decodes pixels, never runs a model, and never raises (a raise would become an
 unspecific 0xC211).
 """
 
 from __future__ import annotations
 
-import io
 import logging
+import os
 import ssl
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, BinaryIO
 
+import pydicom
 from pydicom.dataset import Dataset
-from pydicom.filereader import read_dataset
 from pydicom.uid import ExplicitVRBigEndian, ImplicitVRLittleEndian
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, StoragePresentationContexts, evt
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, StoragePresentationContexts, _config, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]  # generated at import
 
 from dicomnode.config import Config
-from dicomnode.dicom.headers import InstanceInfo, instance_info, routing_headers
+from dicomnode.dicom.headers import ROUTING_KEYWORDS, InstanceInfo, instance_info, routing_headers
 from dicomnode.errors import IngestError
 from dicomnode.metrics import Metrics
 from dicomnode.net import status as st
+from dicomnode.net import tuning
 from dicomnode.spool import Spool
 
 __all__ = ["ACCEPTED_SOP_CLASSES", "StorageSCP"]
@@ -38,8 +44,6 @@ ACCEPTED_SOP_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.4.1": "Enhanced MR Image Storage",
     "1.2.840.10008.5.1.4.1.1.77.1.6": "VL Whole Slide Microscopy Image Storage",
 }
-_TRAILING_PADDING = 0xFFFCFFFC
-_PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 #: Storage classes newer than pynetdicom's list; negotiated so they get a clear 0x0122.
 _EXTRA_STORAGE = ("1.2.840.10008.5.1.4.1.1.66.7", "1.2.840.10008.5.1.4.1.1.91.1")
 
@@ -53,21 +57,67 @@ class StoredInstance:
     new: bool
 
 
-def _parse_header(event: Any) -> Dataset:
-    """Decode the dataset bytes (values stay raw; pixels are not decoded)."""
-    syntax = str(event.context.transfer_syntax)  # the accepted transfer syntax UID (a str)
-    raw = event.encoded_dataset(include_meta=False)
-    ds = read_dataset(io.BytesIO(raw), syntax == ImplicitVRLittleEndian, syntax != ExplicitVRBigEndian)
-    if not any(tag.group == 0x0008 for tag in ds.keys()):
-        raise IngestError("unparseable data set: no identifying (0008,xxxx) elements; not DICOM?",
-                          st.CANNOT_UNDERSTAND)
+#: The only elements read of a received instance (routing, assembly, identity checks).
+HEADER_KEYWORDS = sorted({*ROUTING_KEYWORDS, "SOPInstanceUID", "ImagePositionPatient", "ImageOrientationPatient",
+                          "ImagesInAcquisition", "NumberOfFrames", "TotalPixelMatrixColumns",
+                          "TotalPixelMatrixRows", "TotalPixelMatrixFocalPlanes", "NumberOfOpticalPaths",
+                          "Columns", "Rows", "DimensionOrganizationType"})
+_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+_PIXEL_TAGS = {(0x7FE0, 0x0010), (0x7FE0, 0x0008), (0x7FE0, 0x0009)}
+
+
+def read_header(path: Path) -> Dataset:
+    """Read a received file once: only :data:`HEADER_KEYWORDS`, pixels checked, not read.
+
+    Raises
+    ------
+    IngestError
+        0xC000 (not DICOM, truncated) or 0xA900 (no pixel data), saying what was wrong.
+    """
+    with open(path, "rb") as fh:
+        try:
+            ds = pydicom.dcmread(fh, stop_before_pixels=True, specific_tags=HEADER_KEYWORDS)
+        except Exception as exc:  # noqa: BLE001 - any decoder error means we cannot understand it
+            raise IngestError(f"unparseable data set: {exc}", st.CANNOT_UNDERSTAND) from exc
+        if not any(tag.group == 0x0008 for tag in ds.keys()):
+            raise IngestError("unparseable data set: no identifying (0008,xxxx) elements; not DICOM?",
+                              st.CANNOT_UNDERSTAND)
+        _check_lengths(ds)
+        _check_pixel_element(fh, str(ds.file_meta.TransferSyntaxUID), os.fstat(fh.fileno()).st_size)
+    return ds
+
+
+def _check_lengths(ds: Dataset) -> None:
     for elem in ds._dict.values():
         length, value = getattr(elem, "length", None), getattr(elem, "value", None)
-        if isinstance(value, bytes) and length not in (None, 0xFFFFFFFF) and len(value) != length \
-                and elem.tag != _TRAILING_PADDING:
+        if isinstance(value, bytes) and length not in (None, 0xFFFFFFFF) and len(value) != length:
             raise IngestError(f"truncated data set: element {elem.tag} declares {length} bytes, "
                               f"{len(value)} received", st.CANNOT_UNDERSTAND)
-    return ds
+
+
+def _check_pixel_element(fh: BinaryIO, syntax: str, size: int) -> None:
+    """The file is positioned where reading stopped: the pixel element must start there
+    and be complete (its declared length present, or an encapsulated one delimited)."""
+    start, head = fh.tell(), fh.read(12)
+    order = ">" if syntax == ExplicitVRBigEndian else "<"
+    if len(head) < 8 or struct.unpack(order + "HH", head[:4]) not in _PIXEL_TAGS:
+        raise IngestError("image without Pixel Data (truncated before pixels?)", st.DATASET_MISMATCH)
+    if syntax == ImplicitVRLittleEndian or head[4:6] not in _LONG_VRS:
+        length, value_start = struct.unpack(order + "I", head[4:8])[0], start + 8
+        if syntax != ImplicitVRLittleEndian:
+            length = struct.unpack(order + "H", head[6:8])[0]
+    else:
+        length, value_start = struct.unpack(order + "I", head[8:12])[0], start + 12
+    if length == 0xFFFFFFFF:
+        fh.seek(max(value_start, size - 65536))
+        tail = fh.read()
+        delimiter = struct.pack(order + "HHI", 0xFFFE, 0xE0DD, 0)
+        if not (tail.endswith(delimiter) or delimiter + struct.pack(order + "HH", 0xFFFC, 0xFFFC) in tail):
+            raise IngestError("truncated data set: encapsulated Pixel Data has no sequence delimiter",
+                              st.CANNOT_UNDERSTAND)
+    elif value_start + length > size:
+        raise IngestError(f"truncated data set: Pixel Data declares {length} bytes, "
+                          f"{size - value_start} received", st.CANNOT_UNDERSTAND)
 
 
 def _check_identity(ds: Dataset, event: Any) -> None:
@@ -78,8 +128,6 @@ def _check_identity(ds: Dataset, event: Any) -> None:
     if str(ds.SOPInstanceUID) != str(affected):
         raise IngestError(f"SOPInstanceUID {ds.SOPInstanceUID} differs from the request's "
                           f"Affected SOP Instance UID {affected}", st.DATASET_MISMATCH)
-    if not any(k in ds for k in _PIXEL_KEYWORDS):
-        raise IngestError("image without Pixel Data (truncated before pixels?)", st.DATASET_MISMATCH)
 
 
 class StorageSCP:
@@ -104,6 +152,12 @@ class StorageSCP:
         self.ae = AE(ae_title=config.node.ae_title)
         self.ae.maximum_associations = config.node.max_associations
         self.ae.require_called_aet = True
+        tuning.configure(config.node.pynetdicom_tuning)
+        tuning.apply(self.ae)
+        # Received data sets go to a file as their PDUs arrive, never whole into memory
+        # (pynetdicom's public switch; process-wide, and harmless to other SCPs).
+        _config.STORE_RECV_CHUNKED_DATASET = True
+        tuning.receive_into(self.ae, spool.root / "tmp")
         self.ae.add_supported_context(Verification)
         for context in StoragePresentationContexts:
             self.ae.add_supported_context(str(context.abstract_syntax), ALL_TRANSFER_SYNTAXES)
@@ -133,7 +187,8 @@ class StorageSCP:
         """
         if self.server is not None:
             for assoc in list(self.server.active_associations):
-                assoc.abort()
+                if assoc.is_established:  # one being rejected is closing already (Sta13)
+                    assoc.abort()
             self.server.shutdown()
             self.server = None
 
@@ -190,20 +245,21 @@ class StorageSCP:
         if free < self.config.spool.min_free_mb:
             raise IngestError(f"spool free space {free:.0f} MiB below spool.min_free_mb "
                               f"{self.config.spool.min_free_mb}", st.OUT_OF_RESOURCES)
-        try:
-            ds = _parse_header(event)
-        except IngestError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - any decoder error means we cannot understand it
-            raise IngestError(f"unparseable data set: {exc}", st.CANNOT_UNDERSTAND) from exc
+        received = Path(event.dataset_path)  # written by pynetdicom as it arrived (chunked)
+        ds = read_header(received)
         _check_identity(ds, event)
         info, headers = instance_info(ds), routing_headers(ds)
         try:
-            tmp = self.spool.write_temp(event.encoded_dataset())
+            tmp = self.spool.adopt_temp(received)
         except OSError as exc:
             raise IngestError(f"spool write failed: {exc.strerror}", st.OUT_OF_RESOURCES) from exc
         with self.spool.series_lock(info.series_uid):
-            new = self.spool.commit_instance(tmp, info.series_uid, info.sop_instance_uid, headers)
+            try:
+                new = self.spool.commit_instance(tmp, info.series_uid, info.sop_instance_uid, headers)
+                self.spool.make_durable()
+            except OSError as exc:
+                tmp.unlink(missing_ok=True)
+                raise IngestError(f"spool write failed: {exc.strerror}", st.OUT_OF_RESOURCES) from exc
             stored = StoredInstance(info, headers, new)
             self.on_stored(stored)
         return stored

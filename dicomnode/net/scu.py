@@ -23,6 +23,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]  # g
 from dicomnode.config import Destination, TlsConfig
 from dicomnode.errors import DispatchError
 from dicomnode.net import status as st
+from dicomnode.net import tuning
 
 __all__ = ["client_ssl_context", "echo", "open_association", "send_files", "store"]
 
@@ -132,6 +133,7 @@ def _new_ae(dest: Destination) -> AE:
     ae = AE(ae_title=dest.calling_ae_title)
     # connection_timeout bounds the TCP connect and the TLS handshake (pynetdicom: no limit)
     ae.connection_timeout = ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = dest.timeout_s
+    tuning.apply(ae)
     return ae
 
 

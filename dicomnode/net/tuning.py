@@ -1,0 +1,419 @@
+"""pynetdicom, tuned for ingest speed: its public knobs, plus three patches pinned to 3.0.4.
+
+Measured in ../shared/reference/INGEST-STUDY.md: a stock pynetdicom SCP spends most of
+each instance polling, not working. Its DUL thread sleeps ``_run_loop_delay`` (1 ms)
+whenever a loop found nothing to do, the acceptor's reactor sleeps a hard-coded 1 ms per
+loop, and each C-STORE-RSP is built through a pydicom Dataset encoded twice.
+
+Public settings (always applied when tuning is on):
+- maximum PDU 128 KiB (``AE.maximum_pdu_size``): a 300 KB instance arrives in 3 PDUs, not 20;
+- pynetdicom's per-message log handler off (``_config.LOG_HANDLER_LEVEL = "none"``); the
+  node's own log lines are unaffected.
+
+Patches (only for the pynetdicom version they were written against, and only when the
+patched functions' source still hashes to what was reviewed; otherwise pynetdicom runs
+stock and the log says why):
+1. ``DULServiceProvider.run_reactor``: waits on the socket and a wake-up pipe (written by
+   ``send_pdu``/``kill_dul``) instead of sleeping; never longer than ``IDLE_WAIT_S`` so
+   timers and kill flags are still seen.
+2. ``Association._run_reactor`` (acceptor): waits on an event the DUL sets after every
+   state-machine action, instead of sleeping 1 ms per loop.
+5. ``transport.deepcopy`` (used once, for the acceptor's copy of the supported contexts
+   per association): a list of ``PresentationContext`` is copied field by field (their
+   values are strings, ints and lists of UIDs) instead of by ``copy.deepcopy``, which took
+   ~0.1 s per association for the ~160 storage classes x all transfer syntaxes we accept.
+4. ``dimse_messages.NamedTemporaryFile``: a chunked receive (``STORE_RECV_CHUNKED_DATASET``)
+   for an AE registered with :func:`receive_into` writes into that folder (the spool's
+   ``tmp/``), so the handler renames the file instead of copying it from ``/tmp``.
+3. ``DIMSEServiceProvider.send_msg``: a plain C-STORE-RSP (no error comment, no offending
+   element, nobody bound to ``EVT_DIMSE_SENT``) is packed directly; the bytes equal
+   pynetdicom's own encoding (``tests/core/test_tuning.py``).
+
+Upstream proposal (for pynetdicom): make the DUL reactor block on ``select`` over the
+socket and a self-pipe instead of sleeping, and let the acceptor reactor block on its
+queues; that alone doubles a no-op SCP's rate. Cache the encoding of fixed-shape
+responses.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import inspect
+import logging
+import os
+import queue
+import select
+import ssl
+import struct
+import tempfile
+import threading
+import weakref
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pynetdicom
+from pynetdicom import _config, dimse_messages, evt, transport
+from pynetdicom.association import Association
+from pynetdicom.dimse import DIMSEServiceProvider
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.dul import DULServiceProvider
+from pynetdicom.pdu import A_ABORT_RQ
+from pynetdicom.pdu_primitives import P_DATA
+from pynetdicom.presentation import PresentationContext
+
+__all__ = ["MAX_PDU", "PATCHED", "PINNED_VERSION", "apply", "configure", "receive_into", "patch_state", "source_digest"]
+
+log = logging.getLogger(__name__)
+
+MAX_PDU = 131072
+IDLE_WAIT_S = 0.02
+PINNED_VERSION = "3.0.4"
+#: sha256 (first 16 hex digits) of the source of each function the patches replace or rely on, as reviewed.
+PATCHED: dict[str, str] = {
+    "pynetdicom.dul.DULServiceProvider.run_reactor": "e3a10eb3a0931e48",
+    "pynetdicom.dul.DULServiceProvider.send_pdu": "7cbce5da8594124e",
+    "pynetdicom.dul.DULServiceProvider.kill_dul": "5ceccf8dd01c2072",
+    "pynetdicom.association.Association._run_reactor": "f28838c5559e462a",
+    "pynetdicom.dimse.DIMSEServiceProvider.send_msg": "a839cf2fb46976d9",
+    "pynetdicom.transport.RequestHandler._create_association": "05c8d12b79863cdb",
+    "pynetdicom.presentation.PresentationContext.__init__": "37a8842ac07cd8f3",
+    "pynetdicom.dimse_messages.DIMSEMessage.decode_msg": "f51c777e841a76be",
+    "pynetdicom.dimse_messages.DIMSEMessage.encode_msg": "73000c902c52832d",
+}
+_ORIGINAL: dict[str, Callable[..., Any]] = {}
+_CHUNK_DIRS: weakref.WeakKeyDictionary[Any, Path] = weakref.WeakKeyDictionary()
+
+
+def _lookup(qualname: str) -> Callable[..., Any]:
+    module, cls, func = qualname.rsplit(".", 2)
+    return getattr(getattr(__import__(module, fromlist=[cls]), cls), func)  # type: ignore[no-any-return]
+
+
+#: the functions as pynetdicom ships them (captured before any patch)
+_UPSTREAM = {name: _lookup(name) for name in PATCHED}
+_state = {"applied": False, "reason": "not applied", "enabled": True}
+_lock = threading.Lock()
+
+
+def source_digest(qualname: str) -> str:
+    """sha256 (16 hex digits) of the installed pynetdicom's source of ``module.Class.function``."""
+    return hashlib.sha256(inspect.getsource(_UPSTREAM[qualname]).encode()).hexdigest()[:16]
+
+
+def patch_state() -> tuple[bool, str]:
+    """Whether the patches are in place, and why (not)."""
+    return bool(_state["applied"]), str(_state["reason"])
+
+
+def _why_not() -> str | None:
+    version = pynetdicom.__version__
+    if version != PINNED_VERSION:
+        return f"pynetdicom {version} is not the reviewed {PINNED_VERSION}"
+    changed = [name for name, digest in PATCHED.items() if source_digest(name) != digest]
+    if changed:
+        return f"pynetdicom source changed since review: {', '.join(changed)}"
+    return None
+
+
+def configure(enabled: bool) -> None:
+    """The process-wide choice (``node.pynetdicom_tuning``); ``False`` keeps pynetdicom stock.
+
+    Patches already installed stay (they are per class); a node sets this before its
+    first AE exists.
+    """
+    _state["enabled"] = enabled
+
+
+def receive_into(ae: Any, folder: Path) -> None:
+    """Chunked receives of ``ae``'s associations write their files in ``folder``."""
+    _CHUNK_DIRS[ae] = folder
+
+
+def apply(ae: Any) -> bool:
+    """Tune ``ae`` (and, once per process, pynetdicom); returns whether patches are active."""
+    if not _state["enabled"]:
+        return False
+    ae.maximum_pdu_size = MAX_PDU
+    _config.LOG_HANDLER_LEVEL = "none"
+    with _lock:
+        if not _state["applied"]:
+            reason = _why_not()
+            if reason is None:
+                _install()
+                _state.update(applied=True, reason=f"patched pynetdicom {PINNED_VERSION}")
+            elif _state["reason"] != reason:
+                _state["reason"] = reason
+                log.warning("pynetdicom runs stock (slower ingest): %s", reason)
+    return bool(_state["applied"])
+
+
+def _install() -> None:
+    _ORIGINAL.update(send_pdu=DULServiceProvider.send_pdu, kill_dul=DULServiceProvider.kill_dul,
+                     send_msg=DIMSEServiceProvider.send_msg)
+    DULServiceProvider.run_reactor = _dul_run_reactor  # type: ignore[method-assign]
+    DULServiceProvider.send_pdu = _send_pdu  # type: ignore[method-assign]
+    DULServiceProvider.kill_dul = _kill_dul  # type: ignore[method-assign]
+    Association._run_reactor = _assoc_run_reactor  # type: ignore[method-assign]
+    DIMSEServiceProvider.send_msg = _send_msg  # type: ignore[method-assign]
+    dimse_messages.NamedTemporaryFile = _chunk_file  # type: ignore[attr-defined]
+    setattr(transport, "deepcopy", _copy_contexts)  # noqa: B010 - a module global, not an attribute
+
+
+def _copy_contexts(value: Any, memo: Any = None) -> Any:
+    """``deepcopy`` for a list of presentation contexts: new objects, new lists, same strings."""
+    if not (isinstance(value, list) and all(type(cx) is PresentationContext for cx in value)):
+        return copy.deepcopy(value, memo)
+    copies = []
+    for cx in value:
+        new = copy.copy(cx)
+        new.__dict__.update({k: list(v) for k, v in cx.__dict__.items() if isinstance(v, list)})
+        copies.append(new)
+    return copies
+
+
+def _chunk_file(*args: Any, **kwargs: Any) -> Any:
+    """``NamedTemporaryFile`` in the folder registered for this DUL thread's AE."""
+    ae = getattr(getattr(threading.current_thread(), "assoc", None), "ae", None)
+    folder = _CHUNK_DIRS.get(ae) if ae is not None else None
+    if folder is not None and "dir" not in kwargs:
+        kwargs["dir"] = folder
+    return tempfile.NamedTemporaryFile(*args, **kwargs)
+
+
+# -- 1. the DUL reactor --------------------------------------------------------------------
+class _Waker:
+    """A self-pipe: other threads write a byte; the DUL's select returns."""
+
+    def __init__(self) -> None:
+        self.r, self.w = os.pipe()
+        os.set_blocking(self.r, False)
+        os.set_blocking(self.w, False)
+
+    def wake(self) -> None:
+        try:
+            os.write(self.w, b"\0")
+        except OSError:  # pipe full (already awake) or closed (reactor gone)
+            pass
+
+    def wait(self, wrapper: Any, timeout: float) -> None:
+        """Return when the socket is readable, on a wake-up, or after ``timeout``."""
+        raw = getattr(wrapper, "socket", None)
+        fds: list[Any] = [self.r]
+        if raw is not None:
+            if isinstance(raw, ssl.SSLSocket) and raw.pending():
+                return
+            if raw.fileno() >= 0:
+                fds.append(raw)
+        try:
+            ready, _, _ = select.select(fds, [], [], timeout)
+        except (OSError, ValueError):  # socket closed under us: the loop notices (Evt17)
+            return
+        if self.r in ready:
+            try:
+                os.read(self.r, 4096)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        for fd in (self.r, self.w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def _dul_run_reactor(self: DULServiceProvider) -> None:
+    """pynetdicom 3.0.4 ``run_reactor`` with the idle sleep replaced by a wait."""
+    waker = _Waker()
+    self._dn_waker = waker  # type: ignore[attr-defined]
+    self._idle_timer.start()
+    try:
+        _dul_loop(self, waker)
+    finally:
+        self._dn_waker = None  # type: ignore[attr-defined]
+        waker.close()
+        _wake_user(self.assoc, ended=True)
+
+
+def _dul_loop(self: DULServiceProvider, waker: _Waker) -> None:
+    sleep = False
+    while True:
+        if not self.assoc._dul_ready.is_set():
+            self.assoc._dul_ready.set()
+            sleep = True
+        if sleep:
+            waker.wait(self.socket, IDLE_WAIT_S)
+        if self._kill_thread:
+            break
+        if self.artim_timer.expired:
+            self.event_queue.put("Evt18")
+        if not _dul_transport_step(self):
+            return
+        try:
+            event = self.event_queue.get(block=False)
+        except queue.Empty:
+            sleep = True
+            continue
+        self.state_machine.do_action(event)
+        _wake_user(self.assoc)
+        sleep = False
+
+
+def _dul_transport_step(self: DULServiceProvider) -> bool:
+    """One send-or-receive step, as upstream; ``False`` after an abort on an exception."""
+    try:
+        if self._process_recv_primitive():
+            pass
+        elif self._is_transport_event():
+            self._idle_timer.restart()
+        return True
+    except Exception as exc:  # noqa: BLE001 - upstream's behaviour: abort the association
+        logging.getLogger("pynetdicom").error("Exception in DUL.run(), aborting association")
+        logging.getLogger("pynetdicom").exception(exc)
+        abort_pdu = A_ABORT_RQ()
+        abort_pdu.source = 0x02
+        abort_pdu.reason_diagnostic = 0x00
+        self.socket.send(abort_pdu.encode())  # type: ignore[union-attr]
+        self.assoc.is_aborted = True
+        self.assoc.is_established = False
+        self.assoc._kill = True
+        self._kill_thread = True
+        return False
+
+
+def _send_pdu(self: DULServiceProvider, primitive: Any) -> None:
+    _ORIGINAL["send_pdu"](self, primitive)
+    waker = getattr(self, "_dn_waker", None)
+    if waker is not None:
+        waker.wake()
+
+
+def _kill_dul(self: DULServiceProvider) -> None:
+    _ORIGINAL["kill_dul"](self)
+    waker = getattr(self, "_dn_waker", None)
+    if waker is not None:
+        waker.wake()
+
+
+# -- 2. the acceptor's association reactor ---------------------------------------------------
+def _wake_user(assoc: Any, ended: bool = False) -> None:
+    """After a DUL action: wake the association's reactor if it has something to do.
+
+    Setting an ``Event`` takes its condition's lock; doing it after every PDU cost a fifth of
+    the receive path's CPU, so it is done only when a queue the reactor reads is non-empty
+    (or the DUL ended), and only if not already set.
+    """
+    event = assoc.__dict__.get("_dn_user")
+    if event is None or event.is_set():
+        return
+    if ended or not assoc.dimse.msg_queue.empty() or not assoc.dul.to_user_queue.empty():
+        event.set()
+
+
+def _wait_user(assoc: Any) -> None:
+    """Wait until the DUL has handed the association something (or ``IDLE_WAIT_S``).
+
+    The event is cleared before the queues are looked at, so a message queued after the
+    look sets it again and the wait returns at once.
+    """
+    event = assoc.__dict__.setdefault("_dn_user", threading.Event())
+    event.clear()
+    if assoc.dimse.msg_queue.empty() and assoc.dul.to_user_queue.empty() and assoc.dul.is_alive():
+        event.wait(IDLE_WAIT_S)
+
+
+def _assoc_run_reactor(self: Association) -> None:
+    """pynetdicom 3.0.4 ``Association._run_reactor`` with its 1 ms sleep replaced by a wait."""
+    self._is_paused = False
+    while not self._kill:
+        # Paused while waiting (it touches no queue), so a send_*() that pauses the
+        # reactor goes ahead at once instead of spinning until the wait ends.
+        self._is_paused = True
+        _wait_user(self)
+        self._reactor_checkpoint.wait()
+        self._is_paused = False
+        context_id, msg = self.dimse.get_msg(block=False)
+        if msg:
+            self._serve_request(msg, int(context_id))  # type: ignore[arg-type]
+        if _assoc_ended(self):
+            return
+
+
+def _assoc_ended(self: Association) -> bool:
+    """Release, abort, DUL death and network timeout, exactly as upstream checks them."""
+    plog = logging.getLogger("pynetdicom.assoc")
+    if self.is_established and self.acse.is_release_requested():
+        self.acse.send_release(is_response=True)
+        plog.info("Association Released")
+        self.is_released, self.is_established = True, False
+        evt.trigger(self, evt.EVT_RELEASED, {})
+        self.kill()
+        return True
+    if self.acse.is_aborted():
+        plog.info("Association Aborted" + (" (A-P-ABORT)" if self.acse.is_aborted("a-p-abort") else ""))
+        self.dul.receive_pdu(wait=False)
+        self.is_aborted, self.is_established = True, False
+        evt.trigger(self, evt.EVT_ABORTED, {})
+        self.kill()
+        return True
+    if not self.dul.is_alive():
+        self.kill()
+        return True
+    if self.dul.idle_timer_expired():
+        plog.error("Network timeout reached")
+        _on_network_timeout(self)
+        return True
+    return False
+
+
+def _on_network_timeout(self: Association) -> None:
+    if self.network_timeout_response == "A-RELEASE":
+        self._is_paused = True
+        self._reactor_checkpoint.wait()
+        self.release()
+        self._is_paused = False
+    else:
+        self.abort()
+    self.kill()
+
+
+# -- 3. the C-STORE response -------------------------------------------------------------------
+def _element(tag: int, value: bytes) -> bytes:
+    return struct.pack("<HHI", 0x0000, tag, len(value)) + value
+
+
+def _uid(value: Any) -> bytes:
+    raw = str(value).encode("ascii")
+    return raw + b"\0" if len(raw) % 2 else raw
+
+
+def store_rsp_bytes(primitive: Any) -> bytes | None:
+    """The implicit-VR command set of a plain C-STORE-RSP, or ``None`` when not plain."""
+    if not isinstance(primitive, C_STORE) or primitive.MessageIDBeingRespondedTo is None:
+        return None
+    if primitive.ErrorComment is not None or primitive.OffendingElement is not None:
+        return None
+    if primitive.AffectedSOPClassUID is None or primitive.AffectedSOPInstanceUID is None:
+        return None
+    body = b"".join((
+        _element(0x0002, _uid(primitive.AffectedSOPClassUID)),
+        _element(0x0100, struct.pack("<H", 0x8001)),
+        _element(0x0120, struct.pack("<H", primitive.MessageIDBeingRespondedTo)),
+        _element(0x0800, struct.pack("<H", 0x0101)),
+        _element(0x0900, struct.pack("<H", primitive.Status)),
+        _element(0x1000, _uid(primitive.AffectedSOPInstanceUID)),
+    ))
+    return _element(0x0000, struct.pack("<I", len(body))) + body
+
+
+def _send_msg(self: DIMSEServiceProvider, primitive: Any, context_id: int) -> None:
+    command = store_rsp_bytes(primitive)
+    limit = self.maximum_pdu_size
+    if command is None or self.assoc.get_handlers(evt.EVT_DIMSE_SENT) or (limit and len(command) + 6 > limit):
+        _ORIGINAL["send_msg"](self, primitive, context_id)
+        return
+    pdata = P_DATA()
+    pdata.presentation_data_value_list.append((context_id, b"\x03" + command))
+    self.dul.send_pdu(pdata)
