@@ -334,6 +334,11 @@ def _assoc_run_reactor(self: Association) -> None:
         _wait_user(self)
         self._reactor_checkpoint.wait()
         self._is_paused = False
+        if not self._reactor_checkpoint.is_set():
+            # A send_*() paused us after the wait above returned, and may have seen the
+            # stale _is_paused; its response is its own: do not take it off the queue.
+            # (Upstream has the same window, only shorter: it lost responses under load.)
+            continue
         context_id, msg = self.dimse.get_msg(block=False)
         if msg:
             self._serve_request(msg, int(context_id))  # type: ignore[arg-type]
