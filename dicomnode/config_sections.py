@@ -146,6 +146,8 @@ class NodeConfig:
     max_associations: int
     #: event-driven pynetdicom reactors, 128 KiB PDUs, fast C-STORE-RSP (``net/tuning.py``)
     pynetdicom_tuning: bool = True
+    #: processes listening on the port (SO_REUSEPORT); 1 = the node alone (receivers.py)
+    receivers: int = 1
 
     @classmethod
     def parse(cls, sec: Section) -> NodeConfig:
@@ -155,7 +157,8 @@ class NodeConfig:
                    port=_port(sec, "port", 11112, allow_zero=True), allow=allow,
                    tls=TlsConfig.parse(sec.sub("tls"), server=True),
                    max_associations=_positive(sec, "max_associations", int, 16),
-                   pynetdicom_tuning=sec.get("pynetdicom_tuning", bool, True))
+                   pynetdicom_tuning=sec.get("pynetdicom_tuning", bool, True),
+                   receivers=_positive(sec, "receivers", int, 1))
         sec.finish()
         return node
 

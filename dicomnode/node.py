@@ -57,13 +57,18 @@ class Node:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.metrics = Metrics()
-        self.spool = Spool(config.spool.path, config.spool.sync)
+        shared = config.node.receivers > 1
+        self.spool = Spool(config.spool.path, config.spool.sync, shared=shared)
         self.store = FileJobStore(self.spool)
         self.assembler = Assembler(config.assembly.quiet_s, config.assembly.max_wait_s)
         from dicomnode.worker import Worker  # noqa: PLC0415 - keeps multiprocessing out of imports
         self.worker = Worker(config, self.store, self.metrics, self._run_ended)
         self.dispatcher = Dispatcher(config, self.store, self.metrics, rerun=self.worker.submit)
-        self.scp = StorageSCP(config, self.spool, self.metrics, self._stored)
+        self.scp = StorageSCP(config, self.spool, self.metrics, self._stored, reuse_port=shared)
+        self.receivers: Any = None
+        if shared:
+            from dicomnode.receivers import ReceiverPool  # noqa: PLC0415 - multiprocessing only when used
+            self.receivers = ReceiverPool(config, self.metrics, self._stored_elsewhere)
         self.http: StatusServer | None = None
         self.route_problems: dict[str, str] = {}
         self.stop_event = threading.Event()
@@ -91,6 +96,8 @@ class Node:
                                      self.render_metrics)
             self.http.start()
         self.port = self.scp.start()
+        if self.receivers is not None:
+            self.receivers.start(self.port)
 
     def serve(self, drain_timeout_s: float = 30.0) -> None:
         """Block until SIGINT/SIGTERM (main thread) or :meth:`request_stop`; then drain."""
@@ -114,6 +121,8 @@ class Node:
         """Stop accepting associations, finish or requeue jobs, stop sending, exit."""
         self.stop_event.set()
         self.scp.stop()
+        if self.receivers is not None:
+            self.receivers.stop()
         if not self.worker.threads:  # start() failed before the worker ran
             return
         self.worker.shutdown(drain_timeout_s)
@@ -129,9 +138,19 @@ class Node:
     def _stored(self, stored: StoredInstance) -> None:
         self.assembler.add(stored.info)
 
+    def _stored_elsewhere(self, stored: StoredInstance) -> None:
+        """An instance a receiver process spooled: assembled like our own, unless its series
+        has already been moved into a job (the file went with it)."""
+        info = stored.info
+        with self.spool.series_lock(info.series_uid):
+            if (self.spool.incoming_dir(info.series_uid) / f"{info.sop_instance_uid}.dcm").exists():
+                self.assembler.add(info)
+
     def _tick_loop(self) -> None:
         last_expiry = 0.0
         while not self.stop_event.wait(0.25):
+            if self.receivers is not None:
+                self.receivers.check()
             for series_uid, reason in self.assembler.due():
                 try:
                     self._complete(series_uid, reason)

@@ -48,6 +48,7 @@ import shutil
 import threading
 import time
 import uuid
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,7 @@ from dicomnode.errors import SpoolError
 __all__ = ["SYNC_MODES", "GroupSync", "Spool", "atomic_write", "fsync_dir", "syncfs"]
 
 SYNC_MODES = ("syncfs", "fsync")
+_STRIPES = 64
 
 
 def fsync_dir(path: Path) -> None:
@@ -161,9 +163,12 @@ class Spool:
     sync
         How received instances are made durable: ``syncfs`` (group commit, default) or
         ``fsync`` (per file and folder).
+    shared
+        Other processes write into ``incoming/`` too (``node.receivers`` > 1): the series
+        lock is then also a ``flock`` on one of 64 lock files in ``locks/``.
     """
 
-    def __init__(self, root: Path, sync: str = "syncfs") -> None:
+    def __init__(self, root: Path, sync: str = "syncfs", shared: bool = False) -> None:
         if sync not in SYNC_MODES:
             raise SpoolError(f"spool sync mode {sync!r} is not one of {SYNC_MODES}")
         self.root, self.sync_mode = root, sync
@@ -174,12 +179,29 @@ class Spool:
         for folder in [root, *(root / s for s in ("tmp", "incoming", "jobs", "unmatched", "requests"))]:
             os.chmod(folder, 0o700)
         self._group = GroupSync(root) if sync == "syncfs" else None
+        self._stripes: list[int] | None = None
+        if shared:
+            (root / "locks").mkdir(mode=0o700, exist_ok=True)
+            self._stripes = [os.open(root / "locks" / f"series-{i:02d}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+                             for i in range(_STRIPES)]
 
     # -- instances ---------------------------------------------------------------------
-    def series_lock(self, series_uid: str) -> threading.Lock:
-        """The lock that serialises writes into and moves of one incoming series."""
+    @contextlib.contextmanager
+    def series_lock(self, series_uid: str) -> Iterator[None]:
+        """Hold the lock that serialises writes into and moves of one incoming series
+        (across processes too when the spool is ``shared``)."""
         with self._guard:
-            return self._locks.setdefault(series_uid, threading.Lock())
+            lock = self._locks.setdefault(series_uid, threading.Lock())
+        with lock:
+            if self._stripes is None:
+                yield
+                return
+            fd = self._stripes[zlib.crc32(series_uid.encode()) % _STRIPES]
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
 
     def incoming_dir(self, series_uid: str) -> Path:
         return self.root / "incoming" / _safe_name(series_uid)

@@ -142,8 +142,8 @@ def running_node(config_path: Path) -> Iterator[Any]:
     from dicomnode.node import Node
 
     node = Node(load_config(config_path, env={}))
-    node.start()
     try:
+        node.start()
         yield node
     finally:
         node.shutdown(5)

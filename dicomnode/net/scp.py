@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import ssl
 import struct
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +27,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRBigEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, StoragePresentationContexts, _config, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]  # generated at import
+from pynetdicom.transport import ThreadedAssociationServer
 
 from dicomnode.config import Config
 from dicomnode.dicom.headers import ROUTING_KEYWORDS, InstanceInfo, instance_info, routing_headers
@@ -130,6 +133,15 @@ def _check_identity(ds: Dataset, event: Any) -> None:
                           f"Affected SOP Instance UID {affected}", st.DATASET_MISMATCH)
 
 
+class _ReusePortServer(ThreadedAssociationServer):
+    """pynetdicom's threaded server with ``SO_REUSEPORT`` set before the bind."""
+
+    def server_bind(self) -> None:
+        if self.socket is not None:
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
+
+
 class StorageSCP:
     """pynetdicom AE configured from :class:`Config`, writing into a :class:`Spool`.
 
@@ -147,8 +159,9 @@ class StorageSCP:
     """
 
     def __init__(self, config: Config, spool: Spool, metrics: Metrics,
-                 on_stored: Callable[[StoredInstance], None]) -> None:
+                 on_stored: Callable[[StoredInstance], None], reuse_port: bool = False) -> None:
         self.config, self.spool, self.metrics, self.on_stored = config, spool, metrics, on_stored
+        self.reuse_port = reuse_port
         self.ae = AE(ae_title=config.node.ae_title)
         self.ae.maximum_associations = config.node.max_associations
         self.ae.require_called_aet = True
@@ -170,8 +183,15 @@ class StorageSCP:
         """Start listening (non-blocking); returns the bound port."""
         handlers: list[Any] = [(evt.EVT_C_STORE, self.handle_store), (evt.EVT_C_ECHO, lambda e: st.SUCCESS),
                     (evt.EVT_REQUESTED, self.check_peer)]
-        self.server = self.ae.start_server((self.config.node.host, self.config.node.port), block=False,
-                                           evt_handlers=handlers, ssl_context=self._ssl_context())
+        address = (self.config.node.host, self.config.node.port)
+        if self.reuse_port:  # several processes on one port: the kernel spreads associations
+            self.server = self.ae.make_server(address, evt_handlers=handlers, ssl_context=self._ssl_context(),
+                                              server_class=_ReusePortServer)
+            self.ae._servers.append(self.server)  # as start_server() does; shutdown() removes it
+            threading.Thread(target=self.server.serve_forever, name="AcceptorServer", daemon=True).start()
+        else:
+            self.server = self.ae.start_server(address, block=False, evt_handlers=handlers,
+                                               ssl_context=self._ssl_context())
         port = int(self.server.server_address[1])
         log.info("listening as %s on %s:%d (tls=%s)", self.config.node.ae_title,
                  self.config.node.host, port, self.config.node.tls.enabled)
