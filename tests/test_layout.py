@@ -28,7 +28,8 @@ LAYERS = {
     "config": 1, "config_sections": 1, "spool": 1, "jobstore": 1, "routing": 1, "http_status": 1,
     "dicom": 2, "inference": 2, "net": 2, "outputs": 2,
     "pipelines": 3, "synth": 4,
-    "assembler": 5, "executor": 5, "worker": 5, "worker_child": 5, "dispatch": 5, "node": 5, "replay": 5, "receivers": 5,
+    "assembler": 5, "executor": 5, "worker": 5, "worker_child": 5, "dispatch": 5, "node": 5, "replay": 5,
+    "receivers": 5,
     "evaluate": 6, "cli": 7,
 }
 
