@@ -71,7 +71,7 @@ def test_podman_compose_config() -> None:
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     rendered = yaml.safe_load(proc.stdout)
-    assert set(rendered["services"]) == {"dicomnode", "orthanc", "ohif"}
+    assert set(rendered["services"]) == {"dicomnode", "orthanc", "ohif", "slim"}
 
 
 def test_bind_mount_sources_exist() -> None:
