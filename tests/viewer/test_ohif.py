@@ -29,7 +29,7 @@ fixes: ``sr-no-planar`` (SR without its planar groups: OHIF's ReferencedSOPSeque
 OHIF shows "363698007: obturator lymph node", which the label check reports),
 ``sr-merged-nodes`` (each node's planar groups share its volumetric group's Tracking UID,
 summary group left out).
-Screenshots and ``result.json`` go to ``VIEWER_OUT`` (default ``tests/viewer/out``).
+Screenshots and ``result.json`` go to ``VIEWER_OUT/ohif`` (default ``tests/viewer/out/ohif``).
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ CACHE = Path(os.environ.get("VIEWER_CACHE", REPO / ".cache"))
 DIST = CACHE / "ohif" / "package" / "dist"
 NODE_MODULES = CACHE / "viewer-node" / "node_modules"
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-OUT = Path(os.environ.get("VIEWER_OUT", HERE / "out"))
+OUT = Path(os.environ.get("VIEWER_OUT", HERE / "out")) / "ohif"  # beside microscopy/ (test_microscopy.py)
 VARIANT = os.environ.get("VIEWER_VARIANT", "")
 TIMEOUT_S = int(os.environ.get("VIEWER_TIMEOUT_S", "240"))
 

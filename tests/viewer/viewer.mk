@@ -9,8 +9,8 @@
 #                 in $(VIEWER_CACHE)/viewer-node/ (never a Playwright-downloaded browser);
 #                 dicom-microscopy-viewer@$(DMV_VERSION) + dicomweb-client@$(DWC_VERSION) dists
 #                 (npm pack) in $(VIEWER_CACHE)/dmv/
-#   test-viewer   the test inside `unshare -n` (Orthanc binds all interfaces); screenshots,
-#                 result.json, summary.json and timing.txt in $(VIEWER_OUT)
+#   test-viewer   the tests inside `unshare -n` (Orthanc binds all interfaces); screenshots,
+#                 summaries in $(VIEWER_OUT)/ohif/ and $(VIEWER_OUT)/microscopy/, timing.txt in $(VIEWER_OUT)
 #
 # VIEWER_VARIANT=sr-no-planar|seg-other-series|sr-planar-only uploads altered objects
 # (see the test's docstring); VIEWER_TIMEOUT_S (default 240) is the per-step browser timeout.
