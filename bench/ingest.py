@@ -92,7 +92,7 @@ def dicomnode(work: Path, **node: object) -> tuple[subprocess.Popen[bytes], int]
     port = free_port()
     config = {"node": {"port": port, "max_associations": 16, **node},
               "spool": {"path": str(work / "spool"), "min_free_mb": 64},
-              "assembly": {"quiet_s": 3600, "max_wait_s": 7200}, "http": {"port": 0},
+              "assembly": {"quiet_s": 3600, "max_wait_s": 7200}, "http": {"port": 0}, "routes": [],
               "log": {"level": "WARNING"}}
     work.mkdir(parents=True)
     (work / "c.yaml").write_text(yaml.safe_dump(config))
@@ -106,13 +106,27 @@ RECEIVERS = {
     "storescp": storescp,
     "dicomnode": dicomnode,
     "dicomnode-stock": lambda work: dicomnode(work, pynetdicom_tuning=False),
+    "dicomnode-2rx": lambda work: dicomnode(work, receivers=2),
 }
 
 
+def _tree(pid: int) -> list[int]:
+    kids = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        kids += [int(k) for k in (task / "children").read_text().split()]
+    return [pid] + [p for k in kids for p in _tree(k)]
+
+
 def cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process (all its threads) so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU seconds of a process and its children (all threads) so far."""
+    total = 0.0
+    for proc in _tree(pid):
+        try:
+            fields = Path(f"/proc/{proc}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -157,7 +171,11 @@ def run_once(files: list, tmp: Path, tag: str, sender: str, assocs: int, receive
             results[f"{name}_rss"] = peak_rss_mb(proc.pid)
         finally:
             proc.terminate()
-            proc.wait(30)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
         shutil.rmtree(tmp / f"{tag}-{name}", ignore_errors=True)
     return results
 
@@ -234,7 +252,8 @@ def main() -> int:
     parser.add_argument("--wsi-copies", type=int, default=40, help="copies of the 30-frame WSI instance")
     parser.add_argument("--big-mb", type=int, default=1000, help="size of the one large instance (peak RSS); 0: skip")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--receivers", nargs="+", choices=sorted(RECEIVERS), default=["storescp", "dicomnode"])
+    parser.add_argument("--receivers", nargs="+", choices=sorted(RECEIVERS),
+                        default=["storescp", "dicomnode", "dicomnode-2rx"])
     parser.add_argument("--dcmtk-nodelay", choices=("0", "1"), default="1", help="TCP_NODELAY for storescp/storescu")
     args = parser.parse_args()
     DCMTK_ENV["TCP_NODELAY"] = args.dcmtk_nodelay

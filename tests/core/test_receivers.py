@@ -45,7 +45,7 @@ def test_receivers_share_the_port_and_the_spool(tmp_path, plumbing_bundle):
         with ThreadPoolExecutor(ASSOCIATIONS) as pool:
             results = list(pool.map(lambda files: _send(node.port, files), parts))
         assert all(set(statuses) == {0} for statuses in results)
-        wait_for(lambda: len(node.spool.job_ids()) == 9 and node.assembler.pending() == 0, timeout=120)
+        wait_for(lambda: len(node.spool.job_ids()) == 9 and node.assembler.pending() == 0, timeout=60)
         expected = {str(pydicom.dcmread(files[0]).SeriesInstanceUID): len(files) for files in [shared, *own]}
         assert _jobs_by_series(node) == expected
         assert node.metrics.value("dicomnode_instances_received_total", receiver="1") > 0
@@ -60,7 +60,7 @@ def test_a_receiver_that_dies_is_started_again(tmp_path, plumbing_bundle):
         [first] = node.receivers.pids()
         os.kill(first, signal.SIGKILL)
         wait_for(lambda: node.receivers.pids() and node.receivers.pids()[0] != first
-                 and node.metrics.value("dicomnode_receiver_restarts_total") == 1, timeout=60)
+                 and node.metrics.value("dicomnode_receiver_restarts_total") == 1, timeout=30)
         files = mr_series(tmp_path / "after", 8, seed="after-restart")
         with ThreadPoolExecutor(8) as pool:
             results = list(pool.map(lambda f: _send(node.port, [f]), files))
