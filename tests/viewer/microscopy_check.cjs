@@ -83,6 +83,7 @@ async function runCase(page, spec1) {
   c.matrix_pixels = await call('pixelsFromMatrix', spec1.matrix_points || []);
   c.slide_pixels = await call('pixelsFromSlide', spec1.slide_points || []);
   c.viewer_errors = await page.evaluate(() => window.dmvCheck.state.errors);
+  c.slim_rejects = await page.evaluate(() => window.dmvCheck.state.slimRejects || []);
   c.frames = await page.evaluate(() => window.dmvCheck.state.frames);
 }
 

@@ -177,7 +177,9 @@ def _reference(ds: Dataset) -> Dataset:
     return ref
 
 
-def _observer(bundle: ModelBundle, uid: Callable[[str], str]) -> hd.sr.ObservationContext:
+def _observer(bundle: ModelBundle, uid: Callable[[str], str], base: Dataset) -> hd.sr.ObservationContext:
+    """The model as observing device; the slide's specimen as subject (TID 1009: Slim shows
+    only SRs whose Subject Class is "Specimen", with its UID, identifier and container)."""
     return hd.sr.ObservationContext(
         observer_device_context=hd.sr.ObserverContext(
             observer_type=codes.DCM.Device,
@@ -187,7 +189,8 @@ def _observer(bundle: ModelBundle, uid: Callable[[str], str]) -> hd.sr.Observati
                 manufacturer_name=MANUFACTURER,
                 model_name=f"{bundle.id} {bundle.version}",
             ),
-        )
+        ),
+        subject_context=hd.sr.SubjectContext.from_image(base),
     )
 
 
@@ -205,7 +208,7 @@ def _measurement_report(
     ] = [*_slide_groups(report, base, algo, uid)]
     groups += [_deposit_group(d, base, algo, uid) for d in report.deposits[:max_deposits]]
     return hd.sr.MeasurementReport(
-        observation_context=_observer(bundle, uid),
+        observation_context=_observer(bundle, uid, base),
         procedure_reported=codes.SCT.Histopathology,
         imaging_measurements=groups,
         title=codes.DCM.ImagingMeasurementReport,

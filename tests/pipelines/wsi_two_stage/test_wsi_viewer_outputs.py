@@ -34,3 +34,23 @@ def test_seg_frames_are_bit_packed_as_slide_viewers_decode(wsi_dir: Path, tmp_pa
     bits = np.unpackbits(np.frombuffer(back.PixelData[:frame_bytes], np.uint8), bitorder="little")
     assert np.array_equal(bits.reshape(int(back.Rows), int(back.Columns)), back.pixel_array[0].astype(np.uint8))
     assert dciodvfy_errors(out) == []
+
+
+def _top_items(sr: pydicom.Dataset) -> dict[str, pydicom.Dataset]:
+    return {str(it.ConceptNameCodeSequence[0].CodeValue): it for it in sr.ContentSequence}
+
+
+def test_sr_names_the_specimen_subject_slim_requires(wsi_dir: Path, tmp_path: Path) -> None:
+    """Slim shows an SR's regions only when its Subject Class is "Specimen" with the
+    specimen's UID, identifier and container (TID 1009); they are the slide's."""
+    from test_wsi_sr import build, report
+
+    out, base = build(tmp_path, wsi_dir / CMU_DICOMIZER, report(2))
+    back = pydicom.dcmread(out)
+    items = _top_items(back)
+    assert items["121024"].ConceptCodeSequence[0].CodeValue == "121027"  # Subject Class: Specimen
+    specimen = base.SpecimenDescriptionSequence[0]
+    assert items["121039"].UID == specimen.SpecimenUID
+    assert items["121041"].TextValue == specimen.SpecimenIdentifier
+    assert items["111700"].TextValue == base.ContainerIdentifier
+    assert dciodvfy_errors(out) == []

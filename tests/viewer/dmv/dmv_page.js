@@ -58,6 +58,26 @@
     return regions;
   }
 
+  // What Slim (src/components/SlideViewer/utils/viewerUtils.ts, utils/measurementReport.ts)
+  // requires before it shows an SR's regions at all; each unmet requirement as a reason.
+  function slimRejects(sr) {
+    const reasons = [];
+    const tid = (sr.ContentTemplateSequence || [])[0];
+    if (!tid || tid.TemplateIdentifier !== '1500') reasons.push('not TID 1500');
+    const top = sr.ContentSequence || [];
+    const find = (items, value) => items.find((it) => code(it.ConceptNameCodeSequence).value === value);
+    const subject = find(top, '121024');
+    if (!subject || code(subject.ConceptCodeSequence).value !== '121027') reasons.push('no Subject Class "Specimen"');
+    for (const [value, name] of [['121039', 'Specimen UID'], ['121041', 'Specimen Identifier'],
+      ['111700', 'Specimen Container Identifier']]) {
+      if (!find(top, value)) reasons.push(`no ${name}`);
+    }
+    const regions = srRegions(sr);
+    if (regions.length === 0) reasons.push('no measurement group with a SCOORD3D Image Region');
+    regions.filter((g) => !g.trackingUID).forEach(() => reasons.push('a region group without Tracking UID'));
+    return reasons;
+  }
+
   function inverse3(m) {
     const [[a, b, c], [d, e, f], [g, h, i]] = m;
     const A = e * i - f * h, B = -(d * i - f * g), C = d * h - e * g;
@@ -103,6 +123,7 @@
       const out = [];
       for (const m of raw) {
         const sr = new dmv.metadata.Comprehensive3DSR({ metadata: m });
+        state.slimRejects = (state.slimRejects || []).concat(slimRejects(sr));
         for (const g of srRegions(sr)) {
           const roi = new dmv.roi.ROI({
             scoord3d: scoord3d(g.scoord),
