@@ -25,7 +25,7 @@ MODULE_LINES, FUNCTION_LINES = 400, 50
 #: Top-level part of the package → layer number (higher may import lower).
 LAYERS = {
     "errors": 0, "log": 0, "metrics": 0, "jobs": 0, "__init__": 9, "__main__": 9,
-    "config": 1, "config_sections": 1, "spool": 1, "jobstore": 1, "routing": 1, "http_status": 1,
+    "config": 1, "config_sections": 1, "spool": 1, "jobstore": 1, "jobstore_pg": 1, "routing": 1, "http_status": 1,
     "dicom": 2, "inference": 2, "net": 2, "outputs": 2,
     "pipelines": 3, "synth": 4,
     "assembler": 5, "executor": 5, "worker": 5, "worker_child": 5, "dispatch": 5, "node": 5, "replay": 5,

@@ -1,18 +1,23 @@
-"""The JobStore contract, run against every store (today: the file spool's).
+"""The JobStore contract, run against every store: the file spool's and PostgreSQL's.
 
-A database-backed store for the scale-out mode must pass the same tests: add a fixture
-param that builds it.
+The PostgreSQL store runs on a private server (tests/pgserver.py: initdb + pg_ctl in a temp
+dir, unix socket only), one fresh database per test; two stores on one database stand for
+two nodes. Without PostgreSQL installed those params skip (``make deps`` installs it).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import mr_series
+from netutil import wait_for
+from pgserver import fresh_database, postgres_server
 
 from dicomnode import jobs
 from dicomnode.errors import JobStateError, SpoolError
@@ -26,15 +31,44 @@ def _job(job_id: str, series_uid: str = "1.2.3") -> Job:
                         study_uid="1.2", series_uid=series_uid, instances=2, destinations=["outbox"], created=1.0)
 
 
-@pytest.fixture(params=["file"])
-def store(request, tmp_path: Path) -> JobStore:
-    assert request.param == "file"
-    return FileJobStore(Spool(tmp_path / "spool"))
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[str]:
+    with postgres_server() as conninfo:
+        yield conninfo
+
+
+@pytest.fixture
+def pg_database(request) -> str:
+    """A fresh, empty database on the private server; its conninfo."""
+    return fresh_database(request.getfixturevalue("pg_server"))
+
+
+@pytest.fixture(params=["file", "postgres"])
+def store(request, tmp_path: Path) -> Iterator[JobStore]:
+    spool = Spool(tmp_path / "spool")
+    if request.param == "file":
+        yield FileJobStore(spool)
+        return
+    from dicomnode.jobstore_pg import PostgresJobStore
+    pg = PostgresJobStore(spool, request.getfixturevalue("pg_database"))
+    yield pg
+    pg.close()
+
+
+def _corrupt(store: JobStore, job_id: str) -> None:
+    """Overwrite a job's record with one that is not a job record, behind the store's back."""
+    from dicomnode.jobstore_pg import PostgresJobStore
+    if isinstance(store, PostgresJobStore):
+        import psycopg
+        with psycopg.connect(store.conninfo, autocommit=True) as conn:
+            conn.execute("UPDATE dicomnode_jobs SET record = '{\"state\": \"exploded\"}' WHERE id = %s", (job_id,))
+    else:
+        (store.job_dir(job_id) / "job.json").write_text('{"state": "exploded"}')
 
 
 def _incoming(store: JobStore, tmp_path: Path, seed: str) -> str:
     """Spool a real two-instance series into incoming/ as the SCP would; its series UID."""
-    assert isinstance(store, FileJobStore)
+    assert isinstance(store, FileJobStore)  # PostgresJobStore too: its folders are on the spool
     files = mr_series(tmp_path / seed, 2, seed=seed)
     import pydicom
     series_uid = str(pydicom.dcmread(files[0]).SeriesInstanceUID)
@@ -116,7 +150,7 @@ def test_recover_finishes_half_made_jobs(store, tmp_path):
 def test_unreadable_record_is_a_spool_error_and_counted(store, tmp_path):
     store.create(_job("ok"), _incoming(store, tmp_path, "ok"))
     store.create(_job("bad"), _incoming(store, tmp_path, "bad"))
-    (store.job_dir("bad") / "job.json").write_text('{"state": "exploded"}')
+    _corrupt(store, "bad")
     with pytest.raises(SpoolError, match="job bad: not a job record"):
         store.get("bad")
     assert store.counts() == {"queued": 1, "unreadable": 1}
@@ -143,3 +177,91 @@ def test_retry_requests_are_taken_once(store, tmp_path):
     store.request_retry("j9")
     assert store.take_requests() == ["j9"]
     assert store.take_requests() == []
+
+
+# -- PostgreSQL only: records in the database, several nodes on one database ---------------------
+def _nodes(pg_database: str, tmp_path: Path, n: int = 2) -> list[JobStore]:
+    from dicomnode.jobstore_pg import PostgresJobStore
+    spool = Spool(tmp_path / "spool")  # the shared spool: the same path on every node
+    return [PostgresJobStore(spool, pg_database) for _ in range(n)]
+
+
+def test_postgres_records_live_in_the_database_and_every_node_sees_them(pg_database, tmp_path):
+    node_a, node_b = _nodes(pg_database, tmp_path)
+    node_a.create(_job("shared"), _incoming(node_a, tmp_path, "shared"))
+    assert not (node_a.job_dir("shared") / "job.json").exists()  # the folder holds inputs/outputs only
+    assert node_b.ids() == ["shared"]
+    node_b.change("shared", jobs.start_run)
+    assert node_a.get("shared").state is JobState.RUNNING and node_a.counts() == {"running": 1}
+
+
+def test_postgres_recover_publishes_a_job_whose_insert_was_not_committed(pg_database, tmp_path):
+    """A crash after the folder was renamed into place but before the row was committed."""
+    node, = _nodes(pg_database, tmp_path, 1)
+    folder = node.job_dir("renamed")
+    (folder / "input").mkdir(parents=True)
+    (folder / "job.json").write_text(json.dumps(_job("renamed").to_json()))
+    found = node.recover(lambda *_: None)
+    assert found.to_run == ["renamed"] and node.get("renamed").state is JobState.QUEUED
+    assert not (folder / "job.json").exists()
+
+
+def test_two_nodes_never_both_claim_a_queued_job(pg_database, tmp_path):
+    """Node A is inside its claim (row read, not yet written) when node B tries: B must wait
+    for A's row lock and then see ``running``, never claim the job as well."""
+    import psycopg
+    node_a, node_b = _nodes(pg_database, tmp_path)
+    node_a.create(_job("race"), _incoming(node_a, tmp_path, "race"))
+    a_inside, b_done = threading.Event(), threading.Event()
+    outcome: dict[str, object] = {}
+
+    def b_waits_for_a_lock() -> bool:
+        with psycopg.connect(pg_database) as conn:
+            return bool(conn.execute("SELECT count(*) FROM pg_locks WHERE NOT granted").fetchone()[0])
+
+    def claim_slowly(job: Job) -> Job:
+        a_inside.set()
+        wait_for(lambda: b_done.is_set() or b_waits_for_a_lock(), timeout=30)
+        return jobs.start_run(job)
+
+    def claim(name: str, node: JobStore, transition) -> None:
+        try:
+            outcome[name] = node.change("race", transition).state
+        except JobStateError as exc:
+            outcome[name] = exc
+        finally:
+            if name == "b":
+                b_done.set()
+    a = threading.Thread(target=claim, args=("a", node_a, claim_slowly))
+    a.start()
+    assert a_inside.wait(30)
+    b = threading.Thread(target=claim, args=("b", node_b, jobs.start_run))
+    b.start()
+    a.join(60)
+    b.join(60)
+    assert outcome["a"] is JobState.RUNNING
+    assert isinstance(outcome["b"], JobStateError) and "state running" in str(outcome["b"])
+    assert node_b.get("race").runs == 1
+
+
+def test_threads_on_two_nodes_racing_for_queued_jobs_claim_each_once(pg_database, tmp_path):
+    nodes = _nodes(pg_database, tmp_path)
+    ids = [f"r{i}" for i in range(4)]
+    for job_id in ids:
+        nodes[0].create(_job(job_id), _incoming(nodes[0], tmp_path, job_id))
+    start = threading.Barrier(8)
+    claims: list[str] = []
+
+    def worker(node: JobStore) -> None:
+        start.wait(30)
+        for job_id in ids:
+            with contextlib.suppress(JobStateError):
+                node.change(job_id, jobs.start_run)
+                claims.append(job_id)
+    threads = [threading.Thread(target=worker, args=(nodes[i % 2],)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(claims) == ids
+    assert all(nodes[1].get(j).runs == 1 for j in ids)
