@@ -64,7 +64,9 @@ class PostgresJobStore(FileJobStore):
 
     Folder handling and crash recovery are the file store's; every record operation goes
     to the database. Safe from several threads (a small connection pool) and several
-    processes or machines (row locks).
+    processes or machines (row locks). :meth:`recover` re-queues every ``running`` job,
+    as the file store does: with several nodes, only a start with no other node running
+    jobs may call it (the scale-out executor redelivers a dead worker's job instead).
 
     Parameters
     ----------

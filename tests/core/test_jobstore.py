@@ -265,3 +265,12 @@ def test_threads_on_two_nodes_racing_for_queued_jobs_claim_each_once(pg_database
         t.join(60)
     assert sorted(claims) == ids
     assert all(nodes[1].get(j).runs == 1 for j in ids)
+
+
+def test_postgres_unreachable_database_is_a_spool_error_without_the_password(tmp_path):
+    from dicomnode.jobstore_pg import PostgresJobStore
+    missing = tmp_path / "no-server-here"
+    missing.mkdir()
+    with pytest.raises(SpoolError, match=r"job database .*password=\*\*\*") as caught:
+        PostgresJobStore(Spool(tmp_path / "spool"), f"host={missing} user=node password=s3cret dbname=jobs")
+    assert "s3cret" not in str(caught.value)
