@@ -28,8 +28,9 @@ it recomputes an ROI's "Area" from the outline, replacing the SR's value, as mm�
 labelled with the view's unit ("503.75 μm2" for 0.504 mm²) — its bug, reported here, not
 ours; the check compares that number with the SR's area. Slim, the application, shows an
 SR's regions only when its observation context names a specimen subject (TID 1009: Subject
-Class "Specimen", Specimen UID, Specimen Identifier, Container Identifier): the page applies
-Slim's checks, and the node's slide SR now carries that context.
+Class "Specimen", Specimen UID, Specimen Identifier, Container Identifier), and a SEG only
+with the slide's Frame of Reference and Container Identifier: the page applies these
+checks of Slim's too, and the node's slide SR now carries that context.
 
 Screenshots and ``microscopy.json`` go to ``VIEWER_OUT`` (default ``tests/viewer/out``).
 """
@@ -445,7 +446,7 @@ def _assert_run(run: dict[str, Any], cases: dict[str, Any], specs: dict[str, Any
         if name == "synthetic":
             found += check_deposits(c, specs[name]) + check_outlines_on_deposits(c, specs[name])
         found += [f"viewer error: {e}" for e in c.get("viewer_errors", [])]
-        found += [f"Slim would not show the SR: {r}" for r in c.get("slim_rejects", ["not checked"])]
+        found += [f"Slim would not show it: {r}" for r in c.get("slim_rejects", ["not checked"])]
         problems += [f"{name}: {p}" for p in found]
     summary = {name: {k: v for k, v in c.items() if k not in ("matrix_pixels", "slide_pixels")}
                for name, c in run["cases"].items()}

@@ -108,6 +108,8 @@
       const images = raw.map((m) => new dmv.metadata.VLWholeSlideMicroscopyImage({ metadata: m }))
         .filter((im) => ['VOLUME', 'THUMBNAIL'].includes(im.ImageType[2]));
       const errorInterceptor = (error) => { state.errors.push(String(error && error.message ? error.message : error)); return error; };
+      state.images = images;
+      state.slimRejects = [];
       state.viewer = new dmv.viewer.VolumeImageViewer({ client: state.client, metadata: images, errorInterceptor });
       state.viewer.render({ container: document.getElementById('viewport') });
       return { images: images.length, levels: state.viewer.numLevels, frameOfReferenceUID: state.viewer.frameOfReferenceUID };
@@ -115,6 +117,14 @@
     async addSeg(spec) {
       const raw = await series(spec.study, spec.seg_series);
       const segs = raw.map((m) => new dmv.metadata.Segmentation({ metadata: m }));
+      // Slim (SlideViewer/utils/derivedDataset.ts) adds a SEG only on the same slide:
+      // same Frame of Reference and Container Identifier as the slide's images
+      const slide = state.images[0];
+      for (const seg of segs) {
+        for (const key of ['FrameOfReferenceUID', 'ContainerIdentifier']) {
+          if (seg[key] !== slide[key]) state.slimRejects.push(`SEG ${key} ${seg[key]} is not the slide's ${slide[key]}`);
+        }
+      }
       state.viewer.addSegments(segs);
       return state.viewer.getAllSegments().map((s) => ({ uid: s.uid, number: s.number, label: s.label }));
     },
@@ -123,7 +133,7 @@
       const out = [];
       for (const m of raw) {
         const sr = new dmv.metadata.Comprehensive3DSR({ metadata: m });
-        state.slimRejects = (state.slimRejects || []).concat(slimRejects(sr));
+        state.slimRejects.push(...slimRejects(sr));
         for (const g of srRegions(sr)) {
           const roi = new dmv.roi.ROI({
             scoord3d: scoord3d(g.scoord),
