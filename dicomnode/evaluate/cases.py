@@ -29,10 +29,11 @@ import pydicom
 
 from dicomnode.errors import DicomNodeError
 
-__all__ = ["Case", "CaseError", "discover", "parse_status", "read_labels"]
+__all__ = ["TRUTH_SUFFIXES", "Case", "CaseError", "discover", "parse_status", "read_labels"]
 
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
-_TRUTH_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".xml", ".geojson", ".json",
+#: Ground-truth files recognised by name (a DICOM SEG is recognised by its SOP class).
+TRUTH_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".xml", ".geojson", ".json",
                    ".png", ".tif", ".tiff")
 _SKIP = {"labels.csv", "DICOMDIR"}
 _POSITIVE = {"positive", "pos", "1", "yes", "true", "y"}
@@ -96,7 +97,7 @@ def parse_status(value: str | None) -> bool | None:
 
 
 def _is_truth(path: Path) -> bool:
-    return path.name.lower().endswith(_TRUTH_SUFFIXES)
+    return path.name.lower().endswith(TRUTH_SUFFIXES)
 
 
 def _classify(case: Case, path: Path) -> None:

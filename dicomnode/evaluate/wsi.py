@@ -29,12 +29,12 @@ from dicomnode.evaluate.metrics import binary_rates, bootstrap_ci, confusion_mat
 from dicomnode.evaluate.plots import slide_overlay
 from dicomnode.evaluate.run import CaseRun
 from dicomnode.evaluate.summary import binary_block, dice_block, mean_sd
-from dicomnode.evaluate.truth_wsi import read_wsi_truth
+from dicomnode.evaluate.truth_wsi_seg import read_slide_truth
 from dicomnode.inference.manifest import ModelBundle
 from dicomnode.pipelines.wsi_two_stage.config import thresholds
 from dicomnode.pipelines.wsi_two_stage.deposits import find_deposits, slide_class
 
-__all__ = ["CLASSES", "PUBLISHED", "WsiOptions", "aggregate", "evaluate_case", "patch_truth"]
+__all__ = ["CLASSES", "PUBLISHED", "WsiOptions", "aggregate", "evaluate_case", "patch_truth", "write_patches"]
 
 CLASSES = ["none", "itc", "micro", "macro"]
 #: ../shared/SEEDS.md §1 (two-stage) and §2 (ResNet50, whole-slide testing).
@@ -43,7 +43,7 @@ PUBLISHED = {
     "slide.sen": 1.0, "slide.spe": 0.935, "dice.mean": 0.818, "dice.sd": 0.105,
     "patch.acc": 0.982, "patch.f1": 0.978, "patch.spe": 0.995, "patch.sen": 0.256,
 }
-_SUB = 8  # annotation pixels per patch side when measuring a patch's tumour fraction
+_SUB = 8  # annotation pixels per patch side when measuring a patch's tumour fraction (polygons)
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,28 @@ def patch_truth(mask_fine: np.ndarray, grid_shape: tuple[int, int], sub: int = _
     padded[:r, :c] = mask_fine[:r, :c]
     fraction: np.ndarray = padded.reshape(rows, sub, cols, sub).mean(axis=(1, 3))
     return fraction
+
+
+def write_patches(path: Path, classified: np.ndarray, prob: np.ndarray, cell_um: float,
+                  fraction: np.ndarray) -> None:
+    """The classified patches of a slide, one CSV row each, in the order of the patch-level records.
+
+    Columns: ``row, col`` on the classifier grid; ``x_um, y_um, size_um``: the level-0 square
+    it covers (from the top-left corner of the total pixel matrix); ``probability`` (the
+    classifier's, as used for the ROC); ``tumour_fraction`` of the annotation in it.
+    """
+    rows, cols = np.nonzero(classified)
+    lines = ["row,col,x_um,y_um,size_um,probability,tumour_fraction"]
+    lines += [f"{r},{c},{c * cell_um:g},{r * cell_um:g},{cell_um:g},{float(prob[r, c]):.5f},{fraction[r, c]:.5f}"
+              for r, c in zip(rows.tolist(), cols.tolist(), strict=True)]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _sub(cell_um: float, mask_mpp: float) -> int:
+    """Annotation pixels per patch side: a mask's own pixels when a whole number of them make a patch
+    (the patch's tumour fraction is then its exact area fraction), else ``_SUB``."""
+    ratio = cell_um / mask_mpp if mask_mpp > 0 else 0.0
+    return round(ratio) if ratio >= 1 and abs(ratio - round(ratio)) < 1e-6 else _SUB
 
 
 def _fit(mask: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -92,14 +114,17 @@ def evaluate_case(
         return rec
     if a is None:
         raise CaseError("this pipeline does not expose its analysis; only case labels can be evaluated")
-    truth = read_wsi_truth(run.case.truth, run.case.mask_mpp)
+    truth = read_slide_truth(run.case.truth, run.case.mask_mpp, a.base, a.base_mpp)
     size = (int(a.base.TotalPixelMatrixColumns), int(a.base.TotalPixelMatrixRows))
     grid = a.classifier.grid
-    fine = truth.raster(grid.cell_um / _SUB, a.base_mpp, size)
-    fraction = patch_truth(fine, a.classifier.prob.shape)
+    sub = _sub(grid.cell_um, truth.mask_mpp if truth.mask is not None else 0.0)
+    fine = truth.raster(grid.cell_um / sub, a.base_mpp, size)
+    fraction = patch_truth(fine, a.classifier.prob.shape, sub)
     classified = np.asarray(a.classifier.classified, dtype=bool)
     rec["patch_truth"] = (fraction[classified] > options.patch_fraction).tolist()
     rec["patch_prob"] = np.asarray(a.classifier.prob)[classified].astype(float).round(5).tolist()
+    if run.folder is not None:
+        write_patches(run.folder / "patches.csv", classified, np.asarray(a.classifier.prob), grid.cell_um, fraction)
     seg_mpp = float(a.segmenter.mpp)
     gt = _fit(truth.raster(seg_mpp, a.base_mpp, size), a.segmenter.prob.shape)
     pred = np.asarray(a.segmenter.prob) >= t.tumour_probability

@@ -18,6 +18,7 @@ import pytest
 import SimpleITK as sitk
 import yaml
 from PIL import Image
+from slide_seg import build_slide_seg, slide_level  # tests/evaluate helper
 
 from dicomnode.cli import main
 from dicomnode.dicom.volume import load_volume
@@ -145,6 +146,68 @@ def test_wsi_figures_equal_an_independent_computation(wsi) -> None:
     assert [r["gate"] for r in metrics["gate_sweep"]] == [0.5]
     for png in ("roc", "deposit_class_confusion", "dice", "gate_sweep", "cases/micro", "cases/neg"):
         assert (out / "plots" / f"{png}.png").stat().st_size > 1000
+
+
+def _auc(truth: np.ndarray, prob: np.ndarray) -> float:
+    """Probability that a tumour patch scores above a non-tumour one (ties count one half), by all pairs."""
+    pos, neg = prob[truth][:, None], prob[~truth][None, :]
+    return float(((pos > neg) + 0.5 * (pos == neg)).mean())
+
+
+def _patches(folder: Path) -> dict[str, np.ndarray]:
+    with (folder / "patches.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    return {k: np.array([float(r[k]) for r in rows]) for k in ("x_um", "y_um", "size_um", "probability")}
+
+
+def test_wsi_patch_figures_equal_an_independent_computation(wsi) -> None:
+    """ACC/SEN/SPE/AUC recomputed here from the synthetic truth and the classifier output the pipeline returned."""
+    micro, out, _ = wsi
+    metrics = json.loads((out / "metrics.json").read_text())["metrics"]["patch"]
+    truth_all, prob_all = [], []
+    for name, truth_4um in (("micro", micro.mask(4.0)), ("neg", np.zeros_like(micro.mask(4.0)))):
+        p = _patches(out / "cases" / name)
+        findings = json.loads((out / "cases" / name / "findings.json").read_text())
+        assert p["probability"].size == findings["classifier_patches"] > 0
+        # the calls at 0.5 are the pipeline's own heatmap bands in its SEG (read with highdicom)
+        seg = hd.seg.segread(next((out / "cases" / name).glob("seg_*.dcm")))
+        bands = seg.get_total_pixel_matrix(segment_numbers=[2, 3, 4], combine_segments=False).any(axis=-1)
+        cells = [(int(y // 4), int(x // 4), int(s // 4))
+                 for x, y, s in zip(p["x_um"], p["y_um"], p["size_um"], strict=True)]
+        assert [bool(bands[r: r + s, c: c + s].all()) for r, c, s in cells] == (p["probability"] >= 0.5).tolist()
+        fraction = np.array([truth_4um[r: r + s, c: c + s].mean() for r, c, s in cells])
+        truth_all.append(fraction > 0.2)
+        prob_all.append(p["probability"])
+    truth, prob = np.concatenate(truth_all), np.concatenate(prob_all)
+    call = prob >= 0.5
+    assert 0 < truth.sum() < truth.size and metrics["n"] == truth.size
+    assert metrics["acc"]["value"] == pytest.approx((call == truth).mean())
+    assert metrics["sen"]["value"] == pytest.approx((call & truth).sum() / truth.sum())
+    assert metrics["spe"]["value"] == pytest.approx((~call & ~truth).sum() / (~truth).sum())
+    assert metrics["auc"]["value"] == pytest.approx(_auc(truth, prob))
+
+
+@pytest.fixture(scope="module")
+def wsi_seg(wsi, tmp_path_factory: pytest.TempPathFactory):
+    """The micro slide twice: once with its PNG mask, once with the same mask as a highdicom SEG."""
+    micro, _, _ = wsi
+    root = tmp_path_factory.mktemp("wsi_seg_cases")
+    for name in ("png", "seg"):
+        shutil.copytree(micro.folder, root / name / "slide")
+    Image.fromarray(micro.mask(4.0).astype(np.uint8) * 255).save(root / "png" / "mask_4mpp.png")
+    build_slide_seg(slide_level(micro.files, 4.0), micro.mask(4.0), root / "seg" / "truth.dcm", fractional=True)
+    out = tmp_path_factory.mktemp("wsi_seg_report")
+    code = main(["evaluate", str(root), "--model", str(MODELS / "wsi-ln-demo"), "--out", str(out), "--quiet"])
+    return out, code
+
+
+def test_wsi_seg_truth_gives_the_same_figures_as_the_png_mask(wsi_seg) -> None:
+    out, code = wsi_seg
+    assert code == 0
+    rows = _rows(out / "cases.csv")
+    png, seg = ({k: v for k, v in rows[n].items() if k not in ("case", "seconds")} for n in ("png", "seg"))
+    assert png["error"] == "" and png == seg and float(png["dice"]) > 0.5
+    assert (out / "cases" / "png" / "patches.csv").read_text() == (out / "cases" / "seg" / "patches.csv").read_text()
 
 
 def test_wsi_compare_reports_paired_differences(wsi) -> None:
