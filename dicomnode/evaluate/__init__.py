@@ -7,8 +7,9 @@ compares, aggregates and reports:
 * :mod:`.metrics` — the studies' metrics as pure functions (ACC/SEN/SPE, weighted F1, ROC
   and AUC, Dice, Cohen's kappa, confusion matrices, Bland–Altman, bootstrap intervals,
   McNemar, paired bootstrap);
-* :mod:`.cases` — the cases folder and ``labels.csv``; :mod:`.truth_mr` (SEG, NIfTI/NRRD)
-  and :mod:`.truth_wsi` (ASAP XML, QuPath GeoJSON, PNG/TIFF masks) read ground truth;
+* :mod:`.cases` — the cases folder and ``labels.csv``; :mod:`.truth_mr` (SEG, NIfTI/NRRD),
+  :mod:`.truth_wsi` (ASAP XML, QuPath GeoJSON, PNG/TIFF masks) and :mod:`.truth_wsi_seg`
+  (a slide's tiled DICOM SEG) read ground truth;
 * :mod:`.run` — each case through ``Pipeline.run`` (timed, progress bar, outputs kept);
 * :mod:`.mri`, :mod:`.wsi` — per-case records and the studies' aggregates, with
   :mod:`.summary` (intervals, mean ± SD) and :mod:`.compare` (``--compare A B``);

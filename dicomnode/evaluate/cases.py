@@ -6,7 +6,7 @@ Layout::
       labels.csv              optional: case,status[,R1,R2,R3][,mask_mpp]
       <case>/                 the DICOM instances of one series (MR series or WSI slide),
         ...                   in any sub-folders, plus at most one ground-truth file:
-        truth.dcm             DICOM SEG (any tool: dcmqi, a viewer, ...), found by SOP class
+        truth.dcm             DICOM SEG (any tool: dcmqi, a viewer, ...), found by SOP class (MR or WSI)
         truth.nii.gz / .nrrd  label image (MR) on the series grid
         truth.xml             ASAP XML (CAMELYON) polygons in level-0 pixels (WSI)
         truth.geojson         QuPath GeoJSON polygons in level-0 pixels (WSI)
