@@ -8,7 +8,10 @@ loop, and each C-STORE-RSP is built through a pydicom Dataset encoded twice.
 Public settings (always applied when tuning is on):
 - maximum PDU 128 KiB (``AE.maximum_pdu_size``): a 300 KB instance arrives in 3 PDUs, not 20;
 - pynetdicom's per-message log handler off (``_config.LOG_HANDLER_LEVEL = "none"``); the
-  node's own log lines are unaffected.
+  node's own log lines are unaffected;
+- a file sent by path (replay, dispatch) goes out as its bytes, read in chunks
+  (``_config.STORE_SEND_CHUNKED_DATASET``), instead of being decoded and encoded again; the
+  SCU proposes each file's own transfer syntax, so nothing needs converting.
 
 Patches (only for the pynetdicom version they were written against, and only when the
 patched functions' source still hashes to what was reviewed; otherwise pynetdicom runs
@@ -133,6 +136,7 @@ def apply(ae: Any) -> bool:
         return False
     ae.maximum_pdu_size = MAX_PDU
     _config.LOG_HANDLER_LEVEL = "none"
+    _config.STORE_SEND_CHUNKED_DATASET = True
     with _lock:
         if not _state["applied"]:
             reason = _why_not()
