@@ -30,7 +30,10 @@ stock and the log says why):
    ``tmp/``), so the handler renames the file instead of copying it from ``/tmp``.
 3. ``DIMSEServiceProvider.send_msg``: a plain C-STORE-RSP (no error comment, no offending
    element, nobody bound to ``EVT_DIMSE_SENT``) is packed directly; the bytes equal
-   pynetdicom's own encoding (``tests/core/test_tuning.py``).
+   pynetdicom's own encoding (``tests/core/test_tuning.py``). On an established plain-TCP
+   association with nothing queued, the association thread writes that PDU to the socket
+   itself (TCP is full duplex; the DUL thread only reads meanwhile), saving a hand-over to
+   the DUL thread per instance; otherwise the DUL sends it as usual.
 
 Upstream proposal (for pynetdicom): make the DUL reactor block on ``select`` over the
 socket and a self-pipe instead of sleeping, and let the acceptor reactor block on its
@@ -44,6 +47,7 @@ import copy
 import hashlib
 import inspect
 import logging
+import ssl
 import struct
 import tempfile
 import threading
@@ -217,6 +221,29 @@ def _send_msg(self: DIMSEServiceProvider, primitive: Any, context_id: int) -> No
     if command is None or self.assoc.get_handlers(evt.EVT_DIMSE_SENT) or (limit and len(command) + 6 > limit):
         _ORIGINAL["send_msg"](self, primitive, context_id)
         return
+    pdv = b"\x03" + command
+    sock = self.dul.socket
+    if sock is not None and _may_send_directly(self.dul):
+        sock.send(p_data_tf_bytes(context_id, pdv))
+        return
     pdata = P_DATA()
-    pdata.presentation_data_value_list.append((context_id, b"\x03" + command))
+    pdata.presentation_data_value_list.append((context_id, pdv))
     self.dul.send_pdu(pdata)
+
+
+def p_data_tf_bytes(context_id: int, pdv: bytes) -> bytes:
+    """A P-DATA-TF PDU holding one presentation data value (PS3.8 9.3.5)."""
+    item = struct.pack(">IB", len(pdv) + 1, context_id) + pdv
+    return struct.pack(">BBI", 0x04, 0x00, len(item)) + item
+
+
+def _may_send_directly(dul: Any) -> bool:
+    """Whether the association thread may write the response itself instead of handing it
+    to the DUL thread (one thread hand-over less per instance): established (Sta6), nothing
+    queued before it, a plain socket (an SSL socket must not be written while the DUL reads
+    it), and nobody listening for the DUL's send events."""
+    raw = getattr(dul.socket, "socket", None)
+    return (raw is not None and not isinstance(raw, ssl.SSLSocket)
+            and dul.state_machine.current_state == "Sta6"
+            and dul.to_provider_queue.empty() and dul.event_queue.empty()
+            and not dul.assoc.get_handlers(evt.EVT_PDU_SENT) and not dul.assoc.get_handlers(evt.EVT_DATA_SENT))

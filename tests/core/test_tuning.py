@@ -59,3 +59,15 @@ def test_tuned_node_stores_and_reports_the_patches(tmp_path, plumbing_bundle):
         assert statuses == [0, 0, 0, 0]
         spooled = sorted(p.name for p in node.spool.root.glob("incoming/*/*.dcm"))
     assert len(spooled) == 4
+
+
+def test_direct_p_data_tf_is_byte_identical_to_pynetdicoms():
+    from pynetdicom.pdu import P_DATA_TF
+    from pynetdicom.pdu_primitives import P_DATA
+
+    pdv = b"\x03" + tuning.store_rsp_bytes(_rsp(0))
+    primitive = P_DATA()
+    primitive.presentation_data_value_list.append((5, pdv))
+    pdu = P_DATA_TF()
+    pdu.from_primitive(primitive)
+    assert tuning.p_data_tf_bytes(5, pdv) == pdu.encode()
