@@ -22,6 +22,7 @@ from slide_seg import build_slide_seg, slide_level  # tests/evaluate helper
 
 from dicomnode.cli import main
 from dicomnode.dicom.volume import load_volume
+from dicomnode.evaluate.truth_wsi_seg import read_wsi_seg
 from dicomnode.synth.mr import generate_case
 from dicomnode.synth.wsi import generate_slide
 
@@ -208,6 +209,16 @@ def test_wsi_seg_truth_gives_the_same_figures_as_the_png_mask(wsi_seg) -> None:
     png, seg = ({k: v for k, v in rows[n].items() if k not in ("case", "seconds")} for n in ("png", "seg"))
     assert png["error"] == "" and png == seg and float(png["dice"]) > 0.5
     assert (out / "cases" / "png" / "patches.csv").read_text() == (out / "cases" / "seg" / "patches.csv").read_text()
+
+
+def test_the_nodes_own_slide_seg_reads_as_ground_truth(wsi) -> None:
+    """The pipeline's SEG (tumour + three heatmap segments, corner at a pixel centre) as a ground truth."""
+    micro, out, _ = wsi
+    path = next((out / "cases" / "micro").glob("seg_*.dcm"))
+    truth = read_wsi_seg(path, slide_level(micro.files, micro.mpp), micro.mpp)
+    tumour = hd.seg.segread(path).get_total_pixel_matrix(segment_numbers=[1], combine_segments=False)[..., 0]
+    assert truth.mask_mpp == pytest.approx(4.0) and tumour.any()
+    assert truth.mask is not None and np.array_equal(truth.mask, tumour.astype(bool))
 
 
 def test_wsi_compare_reports_paired_differences(wsi) -> None:
