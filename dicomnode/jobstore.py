@@ -20,8 +20,9 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -80,6 +81,18 @@ class JobStore(Protocol):
         """Forget ``done`` jobs older than the retention (their folders and records)."""
 
 
+def count_states(readers: Iterable[Callable[[], Job]]) -> dict[str, int]:
+    """Jobs per state value; ``unreadable`` for a record a reader cannot read (any store)."""
+    counts: dict[str, int] = {}
+    for read in readers:
+        try:
+            state = read().state.value
+        except DicomNodeError:
+            state = "unreadable"
+        counts[state] = counts.get(state, 0) + 1
+    return counts
+
+
 class FileJobStore:
     """:class:`JobStore` on the file spool: one ``job.json`` per job folder.
 
@@ -126,14 +139,7 @@ class FileJobStore:
         return self.spool.take_requests()
 
     def counts(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for job_id in self.ids():
-            try:
-                state = self.get(job_id).state.value
-            except DicomNodeError:
-                state = "unreadable"
-            counts[state] = counts.get(state, 0) + 1
-        return counts
+        return count_states(partial(self.get, job_id) for job_id in self.ids())
 
     def expire(self, retention_s: float, now: float | None = None) -> int:
         """Delete the folders of ``done`` and ``refused`` jobs last changed longer ago than the retention."""

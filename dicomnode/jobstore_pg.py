@@ -24,14 +24,15 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
 
-from dicomnode.errors import DicomNodeError, JobStateError, SpoolError
+from dicomnode.errors import JobStateError, SpoolError
 from dicomnode.jobs import Job, JobState
-from dicomnode.jobstore import FileJobStore, JobFactory, Recovered
+from dicomnode.jobstore import FileJobStore, JobFactory, Recovered, count_states
 from dicomnode.spool import Spool, atomic_write, fsync_dir
 
 __all__ = ["PostgresJobStore"]
@@ -174,16 +175,9 @@ class PostgresJobStore(FileJobStore):
             return sorted(r[0] for r in conn.execute("DELETE FROM dicomnode_retry_requests RETURNING job_id"))
 
     def counts(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
         with self._transaction() as conn:
             rows = conn.execute("SELECT id, record FROM dicomnode_jobs").fetchall()
-        for job_id, record in rows:
-            try:
-                state = _job(job_id, (record,)).state.value
-            except DicomNodeError:
-                state = "unreadable"
-            counts[state] = counts.get(state, 0) + 1
-        return counts
+        return count_states(partial(_job, job_id, (record,)) for job_id, record in rows)
 
     def expire(self, retention_s: float, now: float | None = None) -> int:
         """Forget ``done`` and ``refused`` jobs last changed longer ago than the retention (row and folder)."""
