@@ -112,8 +112,11 @@ RECEIVERS = {
 
 def _tree(pid: int) -> list[int]:
     kids = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        kids += [int(k) for k in (task / "children").read_text().split()]
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            kids += [int(k) for k in (task / "children").read_text().split()]
+    except (FileNotFoundError, ProcessLookupError):  # a thread or process ended meanwhile
+        pass
     return [pid] + [p for k in kids for p in _tree(k)]
 
 
@@ -254,6 +257,8 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--receivers", nargs="+", choices=sorted(RECEIVERS),
                         default=["storescp", "dicomnode", "dicomnode-2rx"])
+    parser.add_argument("--rows", nargs="+", choices=("mr1", "mr4", "wsi", "big", "replay"),
+                        default=["mr1", "mr4", "wsi", "big", "replay"], help="which rows to measure")
     parser.add_argument("--dcmtk-nodelay", choices=("0", "1"), default="1", help="TCP_NODELAY for storescp/storescu")
     args = parser.parse_args()
     DCMTK_ENV["TCP_NODELAY"] = args.dcmtk_nodelay
@@ -262,11 +267,12 @@ def main() -> int:
         tmp = Path(tmp_name)
         make_mr(tmp / "mr", args.mr, args.size)
         mr = scan([tmp / "mr"])[0]
-        plan = [("MR", mr, 1), ("MR", mr, 4)]
+        plan = [("MR", mr, n) for n, row in ((1, "mr1"), (4, "mr4")) if row in args.rows]
         if WSI_SOURCE.is_file():
-            make_wsi(tmp / "wsi", WSI_SOURCE, args.wsi_copies)
-            plan.append((f"WSI ({args.wsi_copies * 30} JPEG frames)", scan([tmp / "wsi"])[0], 1))
-            if args.big_mb:
+            if "wsi" in args.rows:
+                make_wsi(tmp / "wsi", WSI_SOURCE, args.wsi_copies)
+                plan.append((f"WSI ({args.wsi_copies * 30} JPEG frames)", scan([tmp / "wsi"])[0], 1))
+            if args.big_mb and "big" in args.rows:
                 make_big(tmp / "big", args.big_mb)
                 plan.append((f"one {args.big_mb} MB instance", scan([tmp / "big"])[0], 1))
         else:
@@ -277,8 +283,9 @@ def main() -> int:
                     for i in range(repeats)]
             rows.append(report(label, "storescu", assocs, files, runs, args.receivers))
             print(json.dumps(rows[-1]), flush=True)
-        rows.append(replay_row(mr, tmp, args.repeats))
-        print(json.dumps(rows[-1]), flush=True)
+        if "replay" in args.rows:
+            rows.append(replay_row(mr, tmp, args.repeats))
+            print(json.dumps(rows[-1]), flush=True)
     save_results("ingest", rows)
     return 0
 
