@@ -28,7 +28,7 @@ from dicomnode.jobstore import FileJobStore
 from dicomnode.log import bound
 from dicomnode.metrics import Metrics
 from dicomnode.net.scp import StorageSCP, StoredInstance
-from dicomnode.pipelines import route_problem
+from dicomnode.pipelines import bundle_problem, route_problem
 from dicomnode.routing import first_match
 from dicomnode.spool import Spool
 
@@ -44,7 +44,9 @@ def check_routes(config: Config) -> dict[str, str]:
         problem = route_problem(route.pipeline, route.model, None)
         if not problem:
             try:
-                problem = route_problem(route.pipeline, route.model, load_bundle(config.models[route.model].path).task)
+                bundle = load_bundle(config.models[route.model].path)
+                problem = route_problem(route.pipeline, route.model, bundle.task) or \
+                    bundle_problem(route.pipeline, bundle)
             except DicomNodeError as exc:
                 problem = str(exc)
         problems[route.name] = problem

@@ -13,11 +13,12 @@ import importlib.util
 from collections.abc import Mapping
 from typing import Any, cast
 
-from dicomnode.errors import ModelError, RoutingError
+from dicomnode.errors import DicomNodeError, ModelError, RoutingError
 from dicomnode.inference.manifest import ModelBundle
 from dicomnode.pipelines.base import Pipeline, PipelineFactory
 
-__all__ = ["available_pipelines", "create_pipeline", "register", "route_problem", "worker_settings"]
+__all__ = ["available_pipelines", "bundle_problem", "create_pipeline", "register", "route_problem",
+           "worker_settings"]
 
 #: The built-in pipelines: name → (module exposing ``create``, the worker settings it
 #: takes). The one list of pipeline names; a new pipeline is one folder and one line here.
@@ -48,6 +49,21 @@ def route_problem(name: str, model: str, task: str | None) -> str:
         return f"pipeline '{name}' is not installed (available: {', '.join(available_pipelines()) or 'none'})"
     if task is not None and task != name:
         return f"model '{model}' is for task '{task}', not '{name}'"
+    return ""
+
+
+def bundle_problem(name: str, bundle: ModelBundle) -> str:
+    """Why built-in pipeline ``name`` cannot use ``bundle`` ("" if it can, or if the pipeline
+    has no ``check_bundle``): settings a bundle declares are checked at start, not per job."""
+    if name not in _BUILTIN:
+        return ""
+    check = getattr(importlib.import_module(_BUILTIN[name][0]), "check_bundle", None)
+    if check is None:
+        return ""
+    try:
+        check(bundle)
+    except DicomNodeError as exc:
+        return str(exc)
     return ""
 
 

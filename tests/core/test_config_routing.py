@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 
@@ -139,3 +140,23 @@ def test_route_settings_reach_the_worker_request(tmp_path):
                   model_version="1", study_uid="1", series_uid="2", instances=1, destinations=["outbox"], created=0)
     request = worker._request(job)
     assert request.settings == {"providers": list(config.worker.onnx_providers), "dense": True}
+
+
+@pytest.mark.parametrize(("find", "replace", "named"), [
+    ("  orientation: LPS", "  orientation: LPX", "input.orientation 'LPX' is not an axis code"),
+    ("min_node_volume_mm3: 14.0", "min_node_volume_mm3: -1", "min_node_volume_mm3 -1 must be a number >= 0"),
+])
+def test_check_config_reports_a_bad_mri_bundle_setting(tmp_path, find, replace, named):
+    """A bundle setting the pipeline reads (orientation, thresholds) is checked at start,
+    naming the key, not only when the worker creates the pipeline."""
+    bundle = tmp_path / "lln"
+    shutil.copytree(REPO / "models" / "lln-t2-demo", bundle)
+    text = (bundle / "model.yaml").read_text()
+    assert find in text
+    (bundle / "model.yaml").write_text(text.replace(find, replace))
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"models": {"lln-t2-demo": {"path": str(bundle)}}}))
+    out = subprocess.run([sys.executable, "-m", "dicomnode", "check-config", str(path)],
+                         capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert named in out.stderr

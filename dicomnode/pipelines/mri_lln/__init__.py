@@ -14,6 +14,6 @@ Volume reading is not here but in :mod:`dicomnode.dicom.volume`; the output rule
 with other pipelines are :mod:`dicomnode.outputs.common`.
 """
 
-from dicomnode.pipelines.mri_lln.pipeline import NAME, MriLlnPipeline, build_outputs, create
+from dicomnode.pipelines.mri_lln.pipeline import NAME, MriLlnPipeline, build_outputs, check_bundle, create
 
-__all__ = ["NAME", "MriLlnPipeline", "build_outputs", "create"]
+__all__ = ["NAME", "MriLlnPipeline", "build_outputs", "check_bundle", "create"]

@@ -105,6 +105,21 @@ def build_outputs(
     return PipelineResult(datasets=outputs, findings=summary, encoded=encoded)
 
 
+def check_bundle(bundle: ModelBundle) -> None:
+    """What ``check-config`` can verify of a bundle without loading its model: the label
+    scheme, the thresholds (7 mm rule, minimum node size) and ``input.orientation``.
+
+    Raises
+    ------
+    PipelineError, ModelError
+        Naming the bad key and what it must be.
+    """
+    from dicomnode.inference.nnunet import model_orientation  # noqa: PLC0415 - adapter module, imported lazily
+
+    LabelScheme.from_manifest(bundle.labels, bundle.thresholds)
+    model_orientation(bundle)
+
+
 class MriLlnPipeline:
     """A warm ``mri-lln`` pipeline for one nnU-Net bundle.
 
