@@ -4,14 +4,14 @@ PYTHON       ?= $(shell command -v python3.11 || command -v python3)
 VENV         := .venv
 PY           := $(VENV)/bin/python
 CONFIG       ?= config/dicomnode.yaml
-APT_PACKAGES := dcmtk dicom3tools orthanc orthanc-dicomweb iproute2 util-linux openssl docker-compose postgresql
+APT_PACKAGES := dcmtk dicom3tools orthanc orthanc-dicomweb chromium iproute2 util-linux openssl docker-compose postgresql
 PYTEST_ARGS  ?=
 
 .PHONY: deps venv serve test bench lint clean
 
 ## deps: Debian packages the node and its tests use (dcmtk, dicom3tools, Orthanc, PostgreSQL), if missing
 deps:
-	@missing=0; for b in storescu echoscu dciodvfy Orthanc ip unshare openssl docker-compose; do \
+	@missing=0; for b in storescu echoscu dciodvfy Orthanc ip unshare openssl docker-compose chromium; do \
 	  command -v $$b >/dev/null || missing=1; done; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing=1; \
 	if [ $$missing = 1 ]; then \

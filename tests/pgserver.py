@@ -21,8 +21,6 @@ from contextlib import contextmanager
 from itertools import count
 from pathlib import Path
 
-import pytest
-
 SUPERUSER = "dicomnode"
 _databases = count()
 
@@ -42,8 +40,7 @@ def _as_owner(argv: list[str], owner: str | None) -> list[str]:
 def postgres_server() -> Iterator[str]:
     """A running private server; yields the libpq conninfo of its ``postgres`` database."""
     bindir = pg_bin()
-    if bindir is None:
-        pytest.skip("PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb): run `make deps`")
+    assert bindir is not None, "PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb): run `make deps`"
     owner = "postgres" if os.getuid() == 0 else None
     root = Path(tempfile.mkdtemp(prefix="dicomnode-pg-"))
     if owner:

@@ -245,8 +245,7 @@ def test_report_renders_tables_and_plots_in_headless_chromium(wsi, tmp_path: Pat
     """The report opens offline in Debian's chromium; the screenshot shows text and the (coloured) plots."""
     import subprocess
 
-    if not CHROMIUM.exists():
-        pytest.skip("no /usr/bin/chromium (Debian package chromium)")
+    assert CHROMIUM.exists(), "no /usr/bin/chromium: `make deps` installs the Debian package chromium"
     _, out, _ = wsi
     shot = tmp_path / "report.png"
     subprocess.run([str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--use-angle=swiftshader",

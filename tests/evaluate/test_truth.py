@@ -98,8 +98,7 @@ def _dcmqi_meta(path: Path) -> Path:
 
 def test_seg_written_by_dcmqi_reads_back_as_the_label_map(tmp_path: Path, mr) -> None:
     case, paths, volume, folder = mr
-    if not DCMQI.exists():
-        pytest.skip("dcmqi (pip install dcmqi, a dev dependency) is not installed")
+    assert DCMQI.exists(), "dcmqi's itkimage2segimage missing: it is a dev dependency (`make venv`)"
     nifti = _nifti(case.labels, volume.to_sitk(), tmp_path / "labels.nii.gz")
     seg = tmp_path / "truth.dcm"
     subprocess.run([str(DCMQI), "--inputImageList", str(nifti), "--inputDICOMDirectory", str(folder / "dicom"),
