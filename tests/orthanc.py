@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from netutil import free_port, wait_for
 
 PLUGINS = "/usr/share/orthanc/plugins"
@@ -121,3 +122,29 @@ def orthanc(folder: Path) -> Iterator[Orthanc]:
         yield server
     finally:
         server.stop()
+
+
+def demo_node_config(tmp_path: Path, dicom_port: int, *, outbox: bool = False, **worker: Any) -> str:
+    """The embedded default config with the demo models, every route sending to Orthanc
+    (and to a folder outbox first when ``outbox``); ``worker`` keys are added to the worker section."""
+    from dicomnode.config import default_config_text
+
+    repo = Path(__file__).resolve().parents[1]
+    data = yaml.safe_load(default_config_text())
+    pacs = {"type": "dimse", "ae_title": "ORTHANC", "host": "127.0.0.1", "port": dicom_port}
+    destinations = {"outbox": {"type": "folder", "path": str(tmp_path / "outbox")}} if outbox else {}
+    destinations["pacs"] = pacs
+    for route in data["routes"]:
+        route["destinations"] = list(destinations)
+    data.update({
+        "node": {"port": free_port(), "allow": [{"ae_title": "*", "network": "127.0.0.0/8"}]},
+        "spool": {"path": str(tmp_path / "spool"), "min_free_mb": 64},
+        "assembly": {"quiet_s": 2, "max_wait_s": 300},
+        "models": {"lln-t2-demo": {"path": str(repo / "models" / "lln-t2-demo")},
+                   "wsi-ln-demo": {"path": str(repo / "models" / "wsi-ln-demo")}},
+        "destinations": destinations,
+        "worker": {"device": "cpu", **worker}, "http": {"port": 0}, "log": {"format": "console", "level": "INFO"},
+    })
+    path = tmp_path / "node.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return str(path)

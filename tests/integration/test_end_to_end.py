@@ -23,36 +23,16 @@ from pathlib import Path
 
 import pydicom
 import pytest
-import yaml
 from conftest import REPO
-from netutil import free_port, wait_for
-from orthanc import netns_skip, orthanc
-
-from dicomnode.config import default_config_text
+from netutil import wait_for
+from orthanc import demo_node_config, netns_skip, orthanc
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow,
               netns_skip()]
 
 
 def _config(tmp_path, pacs) -> str:
-    data = yaml.safe_load(default_config_text())
-    for route in data["routes"]:
-        route["destinations"] = ["outbox", "pacs"]
-    data.update({
-        "node": {"port": free_port(), "allow": [{"ae_title": "*", "network": "127.0.0.0/8"}]},
-        "spool": {"path": str(tmp_path / "spool"), "min_free_mb": 64},
-        "assembly": {"quiet_s": 2, "max_wait_s": 300},
-        "models": {"lln-t2-demo": {"path": str(REPO / "models" / "lln-t2-demo")},
-                   "wsi-ln-demo": {"path": str(REPO / "models" / "wsi-ln-demo")}},
-        "destinations": {"outbox": {"type": "folder", "path": str(tmp_path / "outbox")},
-                         "pacs": {"type": "dimse", "ae_title": "ORTHANC", "host": "127.0.0.1",
-                                  "port": pacs.dicom_port}},
-        "worker": {"device": "cpu", "job_timeout_s": 900},
-        "http": {"port": 0}, "log": {"format": "console", "level": "INFO"},
-    })
-    path = tmp_path / "node.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return str(path)
+    return demo_node_config(tmp_path, pacs.dicom_port, outbox=True, job_timeout_s=900)
 
 
 def _done(node, count: int) -> bool:

@@ -12,13 +12,11 @@ from pathlib import Path
 
 import pydicom
 import pytest
-import yaml
 from conftest import REPO, running_node
-from netutil import free_port, wait_for
-from orthanc import netns_skip, orthanc
+from netutil import wait_for
+from orthanc import demo_node_config, netns_skip, orthanc
 from pydicom.uid import generate_uid
 
-from dicomnode.config import default_config_text
 from dicomnode.outputs.validate import dciodvfy_available, dciodvfy_errors
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, netns_skip()]
@@ -27,21 +25,7 @@ ENHANCED_SR = "1.2.840.10008.5.1.4.1.1.88.22"
 
 
 def _config(tmp_path: Path, dicom_port: int) -> str:
-    data = yaml.safe_load(default_config_text())
-    for route in data["routes"]:
-        route["destinations"] = ["pacs"]
-    data.update({
-        "node": {"port": free_port(), "allow": [{"ae_title": "*", "network": "127.0.0.0/8"}]},
-        "spool": {"path": str(tmp_path / "spool"), "min_free_mb": 64},
-        "assembly": {"quiet_s": 2, "max_wait_s": 300},
-        "models": {"lln-t2-demo": {"path": str(REPO / "models" / "lln-t2-demo")},
-                   "wsi-ln-demo": {"path": str(REPO / "models" / "wsi-ln-demo")}},
-        "destinations": {"pacs": {"type": "dimse", "ae_title": "ORTHANC", "host": "127.0.0.1", "port": dicom_port}},
-        "worker": {"device": "cpu"}, "http": {"port": 0}, "log": {"format": "console", "level": "INFO"},
-    })
-    path = tmp_path / "node.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return str(path)
+    return demo_node_config(tmp_path, dicom_port)
 
 
 def _short_t2(testdata: Path, folder: Path) -> str:
