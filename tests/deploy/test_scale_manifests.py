@@ -283,6 +283,12 @@ def test_consumer_timeout_exceeds_the_longest_job() -> None:
         assert timeout_ms > job_timeout_s * 1000, f"{name}: consumer_timeout {timeout_ms} ms ≤ job {job_timeout_s} s"
 
 
+
+def test_scale_out_guide_states_the_shipped_consumer_timeout() -> None:
+    """docs/scale-out.md quotes the rabbitmq.conf line operators must keep above the job timeout."""
+    guide = (ROOT / "docs" / "scale-out.md").read_text(encoding="utf-8")
+    assert f"consumer_timeout = {_rabbit_setting('consumer_timeout')}" in guide
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
