@@ -26,6 +26,7 @@ from dicomnode.config import Destination
 from dicomnode.dispatch import find_results
 from dicomnode.errors import DispatchError
 from dicomnode.net import status as st
+from dicomnode.net import wire
 from dicomnode.net.scu import open_association, store
 
 __all__ = ["ReplayFile", "scan", "send", "wait_results"]
@@ -108,7 +109,8 @@ def _send_chunk(files: list[ReplayFile], peer: Destination, progress: _Progress)
     assoc = None
     try:
         assoc = open_association(peer, contexts)
-        for item in files:
+        for index, item in enumerate(files):  # each file is read while the previous one's answer is awaited
+            wire.read_ahead(files[index + 1].path if index + 1 < len(files) else None)
             status = _store_one(assoc, item)
             if status == "no response":  # aborted by the peer, timed out or garbled: start afresh
                 assoc, status = _again(peer, contexts, assoc, item)

@@ -163,11 +163,15 @@ def _wake_user(assoc: Any, ended: bool = False) -> None:
 
     Setting an ``Event`` takes its condition's lock; doing it after every PDU cost a fifth of
     the receive path's CPU, so it is done only when a queue the reactor reads is non-empty
-    (or the DUL ended), and only if not already set.
+    (or the DUL ended), and only if not already set. A requestor's reactor paused by a
+    ``send_*()`` is not woken for the response that call waits for (two thread switches per
+    C-STORE in ``replay``).
     """
     event = assoc.__dict__.get("_dn_user")
     if event is None or event.is_set():
         return
+    if not ended and assoc.is_requestor and not assoc._reactor_checkpoint.is_set():
+        return  # a send_*() paused it and takes its own response; resumed, it re-checks the queues
     if ended or not assoc.dimse.msg_queue.empty() or not assoc.dul.to_user_queue.empty():
         event.set()
 

@@ -34,11 +34,18 @@ stock and the log says why):
    association with nothing queued, the association thread writes that PDU to the socket
    itself (TCP is full duplex; the DUL thread only reads meanwhile), saving a hand-over to
    the DUL thread per instance; otherwise the DUL sends it as usual.
+6. The requestor's side (``replay``), in :mod:`dicomnode.net.wire`: ``send_msg`` writes a
+   file's C-STORE-RQ from the calling thread in ~1 MB writes (fragmented exactly as
+   ``encode_msg`` would) and then reads the next file while the answer is awaited;
+   ``association.split_dataset`` reads the file meta with ``struct``; ``receive_primitive``
+   turns a requestor's plain C-STORE-RSP into its primitive without a pydicom Dataset.
 
 Upstream proposal (for pynetdicom): make the DUL reactor block on ``select`` over the
 socket and a self-pipe instead of sleeping, and let the acceptor reactor block on its
 queues; that alone doubles a no-op SCP's rate. Cache the encoding of fixed-shape
-responses.
+responses. On the requestor's side: hand the DUL one encoded message (or let the calling
+thread write it) instead of one P-DATA primitive, queue hop and wake-up per PDU, and
+decode fixed-shape responses without a Dataset (figures in wire.py).
 """
 
 from __future__ import annotations
@@ -47,7 +54,6 @@ import copy
 import hashlib
 import inspect
 import logging
-import ssl
 import struct
 import tempfile
 import threading
@@ -57,7 +63,7 @@ from pathlib import Path
 from typing import Any
 
 import pynetdicom
-from pynetdicom import _config, dimse_messages, evt, transport
+from pynetdicom import _config, association, dimse_messages, evt, transport
 from pynetdicom.association import Association
 from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_primitives import C_STORE
@@ -65,7 +71,7 @@ from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.presentation import PresentationContext
 
-from dicomnode.net import reactors
+from dicomnode.net import reactors, wire
 
 __all__ = ["MAX_PDU", "PATCHED", "PINNED_VERSION", "apply", "configure", "receive_into", "patch_state", "source_digest"]
 
@@ -84,6 +90,10 @@ PATCHED: dict[str, str] = {
     "pynetdicom.presentation.PresentationContext.__init__": "37a8842ac07cd8f3",
     "pynetdicom.dimse_messages.DIMSEMessage.decode_msg": "f51c777e841a76be",
     "pynetdicom.dimse_messages.DIMSEMessage.encode_msg": "73000c902c52832d",
+    "pynetdicom.dimse.DIMSEServiceProvider.receive_primitive": "5f99c86b14a15cef",
+    "pynetdicom.dimse_messages.DIMSEMessage.message_to_primitive": "f8f43d34e43450ef",
+    "pynetdicom.association.Association.send_c_store": "fa5a8127f349f8e7",
+    "pynetdicom.dsutils.split_dataset": "377ac781c097b81f",
 }
 _ORIGINAL: dict[str, Callable[..., Any]] = {}
 _CHUNK_DIRS: weakref.WeakKeyDictionary[Any, Path] = weakref.WeakKeyDictionary()
@@ -155,14 +165,16 @@ def apply(ae: Any) -> bool:
 
 def _install() -> None:
     reactors.ORIGINAL.update(send_pdu=DULServiceProvider.send_pdu, kill_dul=DULServiceProvider.kill_dul)
-    _ORIGINAL.update(send_msg=DIMSEServiceProvider.send_msg)
+    _ORIGINAL.update(send_msg=DIMSEServiceProvider.send_msg, receive_primitive=DIMSEServiceProvider.receive_primitive)
     DULServiceProvider.run_reactor = reactors.dul_run_reactor  # type: ignore[method-assign]
     DULServiceProvider.send_pdu = reactors.send_pdu  # type: ignore[method-assign]
     DULServiceProvider.kill_dul = reactors.kill_dul  # type: ignore[method-assign]
     Association._run_reactor = reactors.assoc_run_reactor  # type: ignore[method-assign]
     DIMSEServiceProvider.send_msg = _send_msg  # type: ignore[method-assign]
+    DIMSEServiceProvider.receive_primitive = _receive_primitive  # type: ignore[method-assign]
     dimse_messages.NamedTemporaryFile = _chunk_file  # type: ignore[attr-defined]
     setattr(transport, "deepcopy", _copy_contexts)  # noqa: B010 - a module global, not an attribute
+    setattr(association, "split_dataset", wire.split_dataset)  # noqa: B010 - likewise
 
 
 def _copy_contexts(value: Any, memo: Any = None) -> Any:
@@ -216,6 +228,8 @@ def store_rsp_bytes(primitive: Any) -> bytes | None:
 
 
 def _send_msg(self: DIMSEServiceProvider, primitive: Any, context_id: int) -> None:
+    if wire.send_file_directly(self, primitive, context_id):
+        return
     command = store_rsp_bytes(primitive)
     limit = self.maximum_pdu_size
     if command is None or self.assoc.get_handlers(evt.EVT_DIMSE_SENT) or (limit and len(command) + 6 > limit):
@@ -223,7 +237,7 @@ def _send_msg(self: DIMSEServiceProvider, primitive: Any, context_id: int) -> No
         return
     pdv = b"\x03" + command
     sock = self.dul.socket
-    if sock is not None and _may_send_directly(self.dul):
+    if sock is not None and wire.may_send_directly(self.dul):
         sock.send(p_data_tf_bytes(context_id, pdv))
         return
     pdata = P_DATA()
@@ -237,13 +251,13 @@ def p_data_tf_bytes(context_id: int, pdv: bytes) -> bytes:
     return struct.pack(">BBI", 0x04, 0x00, len(item)) + item
 
 
-def _may_send_directly(dul: Any) -> bool:
-    """Whether the association thread may write the response itself instead of handing it
-    to the DUL thread (one thread hand-over less per instance): established (Sta6), nothing
-    queued before it, a plain socket (an SSL socket must not be written while the DUL reads
-    it), and nobody listening for the DUL's send events."""
-    raw = getattr(dul.socket, "socket", None)
-    return (raw is not None and not isinstance(raw, ssl.SSLSocket)
-            and dul.state_machine.current_state == "Sta6"
-            and dul.to_provider_queue.empty() and dul.event_queue.empty()
-            and not dul.assoc.get_handlers(evt.EVT_PDU_SENT) and not dul.assoc.get_handlers(evt.EVT_DATA_SENT))
+def _receive_primitive(self: DIMSEServiceProvider, primitive: Any) -> None:
+    """A requestor's plain C-STORE-RSP goes to the queue without a pydicom Dataset;
+    everything else (and anyone bound to ``EVT_DIMSE_RECV``) takes pynetdicom's path."""
+    pdvs = primitive.presentation_data_value_list
+    if self.message is None and len(pdvs) == 1 and self.assoc.is_requestor:
+        rsp = wire.store_rsp_primitive(pdvs[0][1], pdvs[0][0])
+        if rsp is not None and not self.assoc.get_handlers(evt.EVT_DIMSE_RECV):
+            self.msg_queue.put((pdvs[0][0], rsp))
+            return
+    _ORIGINAL["receive_primitive"](self, primitive)

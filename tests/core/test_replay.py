@@ -109,9 +109,11 @@ def test_serve_exits_when_its_http_port_is_taken(tmp_path, plumbing_bundle):
 
 def test_replay_associates_again_when_the_peer_drops_the_association(tmp_path):
     """A peer that aborts mid-series: replay re-associates, re-sends the unanswered
-    instance and ends with every instance stored (exit 0)."""
+    instance (its own data set, not the one read ahead for the next C-STORE) and ends
+    with every instance stored (exit 0)."""
     files = mr_series(tmp_path / "in", 6, seed="drop")
     stored: list[str] = []
+    carried: list[tuple[str, str]] = []  # (C-STORE's Affected SOP Instance UID, its data set's)
     calls = {"n": 0}
 
     def handle(event):
@@ -127,6 +129,7 @@ def test_replay_associates_again_when_the_peer_drops_the_association(tmp_path):
             assert aborted.wait(30), "A-ABORT not done in 30 s"  # the answer below goes nowhere
             return 0x0000
         stored.append(str(event.request.AffectedSOPInstanceUID))
+        carried.append((stored[-1], str(event.dataset.SOPInstanceUID)))
         return 0x0000
 
     ae = AE(ae_title="DROPPER")
@@ -142,3 +145,4 @@ def test_replay_associates_again_when_the_peer_drops_the_association(tmp_path):
     assert "association dropped" in out.stderr and "associating again" in out.stderr
     assert "6  0x0000 Success" in out.stdout
     assert sorted(set(stored)) == sorted(str(pydicom.dcmread(f).SOPInstanceUID) for f in files)
+    assert all(command == data for command, data in carried), carried
