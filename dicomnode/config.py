@@ -23,6 +23,7 @@ from dicomnode.config_sections import (
     AssemblyConfig,
     Destination,
     DispatchConfig,
+    ExecutorConfig,
     HttpConfig,
     LogConfig,
     ModelRef,
@@ -47,7 +48,7 @@ __all__ = [
 
 _SECTIONS = (
     "node", "spool", "assembly", "worker", "models", "destinations", "dispatch",
-    "routes", "http", "log", "uid_root",
+    "routes", "http", "log", "uid_root", "executor",
 )
 
 
@@ -67,6 +68,7 @@ class Config:
     log: LogConfig
     uid_root: str
     sources: tuple[str, ...] = field(default=())
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
 
     def summary(self) -> dict[str, Any]:
         """Effective settings for the startup log line (no secrets: key paths only)."""
@@ -153,6 +155,7 @@ def _build(data: dict[str, Any], sources: tuple[str, ...]) -> Config:
         http=HttpConfig.parse(Section(data.get("http"), "http")),
         log=LogConfig.parse(Section(data.get("log"), "log")),
         uid_root=uid_root, sources=sources,
+        executor=ExecutorConfig.parse(Section(data.get("executor"), "executor")),
     )
 
 

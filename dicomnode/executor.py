@@ -158,6 +158,10 @@ class ChildProcessExecutor:
             self._child = _Child(*self._log)
         return reply
 
+    def alive(self) -> bool:
+        """Whether the warm child process is running (for ``/healthz``)."""
+        return bool(self._child.proc.is_alive())
+
     def _replace_if_dead(self) -> None:
         """A child that died while idle (e.g. the OOM killer) is replaced before the next
         job, so that job never pays for it."""

@@ -48,11 +48,13 @@ __all__ = [
     "Job",
     "JobState",
     "crashed",
+    "dead_lettered",
     "delivery_failed",
     "delivered",
     "fail",
     "finish_run",
     "interrupt",
+    "lost_worker",
     "new_job",
     "recover",
     "refuse",
@@ -259,6 +261,25 @@ def crashed(job: Job, how: str, max_crashes: int) -> Job:
     return replace(job, state=JobState.FAILED, crashes=count,
                    error=f"worker crashed {count} times ({how}); giving up (worker.max_crashes={max_crashes}); "
                          "`dicomnode jobs retry` runs it again")
+
+
+def lost_worker(job: Job, max_crashes: int) -> Job:
+    """The scale-out queue redelivered a ``running`` job: its worker died (``kill -9``, power)
+    or lost its broker connection. Counted as a crash; other states are left as they are."""
+    if job.state is not JobState.RUNNING:
+        return job
+    return crashed(job, "worker lost: the queue redelivered the job after its worker's connection closed",
+                   max_crashes)
+
+
+def dead_lettered(job: Job, deliveries: int) -> Job:
+    """The queue gave up on the job after ``deliveries`` deliveries (``executor.delivery_limit``):
+    every run killed its worker. ``failed`` until ``dicomnode jobs retry``."""
+    if job.state not in (JobState.QUEUED, JobState.RUNNING):
+        return job
+    return replace(job, state=JobState.FAILED, error=f"dead-lettered: the queue delivered the job {deliveries} "
+                   "times and every run ended with its worker dead (executor.delivery_limit); last: "
+                   f"{job.error or 'no error recorded'}; `dicomnode jobs retry` runs it again")
 
 
 def interrupt(job: Job) -> Job:

@@ -12,24 +12,21 @@ import shutil
 import signal
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
-from dicomnode import jobs
 from dicomnode.assembler import Assembler
-from dicomnode.config import Config, Route
+from dicomnode.config import Config
 from dicomnode.dicom.headers import read_info
 from dicomnode.dispatch import Dispatcher
 from dicomnode.errors import DicomNodeError
 from dicomnode.http_status import StatusServer
 from dicomnode.inference.manifest import load_bundle
+from dicomnode.intake import Intake
 from dicomnode.jobs import Job, JobState
 from dicomnode.jobstore import FileJobStore
-from dicomnode.log import bound
 from dicomnode.metrics import Metrics
 from dicomnode.net.scp import StorageSCP, StoredInstance
 from dicomnode.pipelines import bundle_problem, route_problem
-from dicomnode.routing import first_match
 from dicomnode.spool import Spool
 
 __all__ = ["Node", "check_routes"]
@@ -63,6 +60,7 @@ class Node:
         self.spool = Spool(config.spool.path, config.spool.sync, shared=shared)
         self.store = FileJobStore(self.spool)
         self.assembler = Assembler(config.assembly.quiet_s, config.assembly.max_wait_s)
+        self.intake = Intake(config, self.spool, self.store, self.metrics)
         from dicomnode.worker import Worker  # noqa: PLC0415 - keeps multiprocessing out of imports
         self.worker = Worker(config, self.store, self.metrics, self._run_ended)
         self.dispatcher = Dispatcher(config, self.store, self.metrics, rerun=self.worker.submit)
@@ -81,7 +79,7 @@ class Node:
     def start(self) -> None:
         """Rebuild state from the spool, then start every stage and the listener last."""
         log.info("starting dicomnode: %s", self.config.summary())
-        self.route_problems = check_routes(self.config)
+        self.route_problems = self.intake.problems = check_routes(self.config)
         for name, problem in self.route_problems.items():
             if problem:
                 log.error("route %s disabled: %s (matching series will fail with this reason)", name, problem)
@@ -164,41 +162,9 @@ class Node:
                 self.store.expire(self.config.spool.retention_days * 86400)
 
     def _complete(self, series_uid: str, reason: str) -> None:
-        with self.spool.series_lock(series_uid):
-            self.assembler.discard(series_uid)
-            folder = self.spool.incoming_dir(series_uid)
-            if not folder.is_dir():
-                return
-            headers = self.spool.series_record(folder)["headers"]
-            route, trace = first_match(self.config.routes, headers)
-            with bound(study_uid=headers.get("StudyInstanceUID", ""), series_uid=series_uid):
-                self.metrics.inc("dicomnode_series_completed_total")
-                if route is None:
-                    self.spool.move_unmatched(series_uid)
-                    self.metrics.inc("dicomnode_series_unmatched_total")
-                    log.info("series %s complete (%s) but no route matched: %s", series_uid, reason,
-                             "; ".join(f"{n}: {why}" for n, _, why in trace))
-                    return
-                job = self._new_job(self.spool.new_job_id(series_uid), route, headers,
-                                    len(list(folder.glob("*.dcm"))))
-                self.store.create(job, series_uid)
-                log.info("series %s complete (%s) → route %s, job %s", series_uid, reason, route.name, job.job_id)
-        self._enqueue(job)
-
-    def _new_job(self, job_id: str, route: Route, headers: dict[str, Any], instances: int) -> Job:
-        model = self.config.models[route.model]
-        problem = self.route_problems.get(route.name, "")
-        version = "" if problem else load_bundle(model.path, verify=False).version
-        return jobs.new_job(job_id, route=route.name, pipeline=route.pipeline, model=route.model,
-                            model_path=str(Path(model.path).resolve()), model_version=version,
-                            study_uid=headers.get("StudyInstanceUID", ""),
-                            series_uid=headers.get("SeriesInstanceUID", ""), instances=instances,
-                            destinations=list(route.destinations), created=time.time(), problem=problem)
-
-    def _job_for(self, job_id: str, headers: dict[str, Any], instances: int) -> Job | None:
-        """The job a half-made job found at start should be (``None``: no route matches)."""
-        route, _ = first_match(self.config.routes, headers)
-        return None if route is None else self._new_job(job_id, route, headers, instances)
+        job = self.intake.complete(series_uid, reason, locked=lambda: self.assembler.discard(series_uid))
+        if job is not None:
+            self._enqueue(job)
 
     def _enqueue(self, job: Job) -> None:
         if job.state is JobState.FAILED:
@@ -220,7 +186,7 @@ class Node:
             log.info("series %s: %d instances restored from the spool, still assembling", series_uid, len(files))
 
     def _restore_jobs(self) -> None:
-        found = self.store.recover(self._job_for)
+        found = self.store.recover(self.intake.job_for)
         for job_id in found.to_run:
             self.worker.submit(job_id)
         for job_id in found.to_dispatch:

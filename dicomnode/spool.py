@@ -268,9 +268,12 @@ class Spool:
         except (OSError, ValueError) as exc:
             raise SpoolError(f"{folder}/series.json unreadable: {exc}") from exc
 
-    def clean_tmp(self) -> int:
-        """Remove half-written temp files left by a crash; returns how many."""
-        stale = list((self.root / "tmp").iterdir())
+    def clean_tmp(self, older_than_s: float = 0.0) -> int:
+        """Remove half-written temp files left by a crash; returns how many. On a spool
+        shared by several receivers only files untouched for ``older_than_s`` go (the
+        others may be arriving right now)."""
+        limit = time.time() - older_than_s
+        stale = [p for p in (self.root / "tmp").iterdir() if older_than_s <= 0 or _mtime(p) < limit]
         for path in stale:
             path.unlink(missing_ok=True)
         return len(stale)
@@ -368,3 +371,10 @@ class Spool:
                 shutil.rmtree(folder, ignore_errors=True)
                 removed += 1
         return removed
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return float("inf")  # gone meanwhile: nothing to clean

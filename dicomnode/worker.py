@@ -106,9 +106,21 @@ class Worker:
             return None
 
     def _run_job(self, job_id: str, executor: Executor) -> None:
+        ran = self.run_one(job_id, executor)
+        if ran is None:
+            return
+        after, reply = ran
+        if after.state is JobState.QUEUED and reply.outcome is Outcome.CRASHED:
+            self.submit(job_id)  # behind the jobs already waiting: a poison input blocks nobody
+        elif reply.outcome is not Outcome.INTERRUPTED:
+            self.on_done(job_id)
+
+    def run_one(self, job_id: str, executor: Executor) -> tuple[Job, Reply] | None:
+        """Claim the queued job, run it on ``executor`` and record the outcome; returns the
+        job after it and the reply, or ``None`` when the job was not queued (taken already)."""
         job = self._claim(job_id)
         if job is None:
-            return
+            return None
         with bound(job_id=job_id, study_uid=job.study_uid, series_uid=job.series_uid):
             log.info("job started: pipeline %s, model %s, %d instances (run %d)", job.pipeline, job.model,
                      job.instances, job.runs)
@@ -117,7 +129,9 @@ class Worker:
                 reply = executor.run(self._request(job), self.config.worker.job_timeout_s, self.hard_stop)
             finally:
                 self.busy -= 1
-            self._record(job, reply)
+            after = self.store.change(job.job_id, partial(self._transition, reply))
+            self._report(after, reply)
+        return after, reply
 
     def _request(self, job: Job) -> RunRequest:
         every = {"device": self.config.worker.device, "providers": list(self.config.worker.onnx_providers)}
@@ -127,14 +141,6 @@ class Worker:
                           model_path=job.model_path, study_uid=job.study_uid, series_uid=job.series_uid,
                           uid_root=self.config.uid_root, settings={**worker_settings(job.pipeline, every), **route},
                           on_refused=found.on_refused if found else "report")
-
-    def _record(self, job: Job, reply: Reply) -> None:
-        after = self.store.change(job.job_id, partial(self._transition, reply))
-        self._report(after, reply)
-        if after.state is JobState.QUEUED and reply.outcome is Outcome.CRASHED:
-            self.submit(job.job_id)  # behind the jobs already waiting: a poison input blocks nobody
-        elif reply.outcome is not Outcome.INTERRUPTED:
-            self.on_done(job.job_id)
 
     def _transition(self, reply: Reply, job: Job) -> Job:
         if reply.outcome is Outcome.DONE:

@@ -70,7 +70,11 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``jobs list|show|retry``; returns the exit code."""
-    store = FileJobStore(Spool(load(args).spool.path))
+    config = load(args)
+    store = FileJobStore(Spool(config.spool.path))
+    if config.executor.celery:  # scale-out: the records are in PostgreSQL
+        from dicomnode.jobstore_pg import open_ledger  # noqa: PLC0415 - psycopg only when used
+        store = open_ledger(config, Spool(config.spool.path, shared=True))
     if args.action == "list":
         return _list(store, args.state)
     if not args.job_id:

@@ -10,7 +10,10 @@ from typing import Any
 from dicomnode.cli.common import load
 from dicomnode.log import configure_logging
 
-__all__ = ["add_parser", "run"]
+__all__ = ["ROLES", "add_parser", "run"]
+
+#: ``serve --role`` choices.
+ROLES = ("all", "receiver", "worker", "dispatcher")
 
 
 def add_parser(sub: Any) -> None:
@@ -18,12 +21,23 @@ def add_parser(sub: Any) -> None:
     parser.add_argument("--config", type=Path, help="YAML config (default: embedded demo config)")
     parser.add_argument("--port", type=int, help="override node.port")
     parser.add_argument("--drain-timeout", type=float, default=30.0, help="seconds to finish jobs on stop")
+    parser.add_argument("--role", choices=ROLES, default="all",
+                        help="scale-out (executor.kind: celery) only: run the DICOM receiver, a worker, the "
+                             "dispatcher, or all three (default); see docs/scale-out.md")
+    parser.add_argument("--queues", help="worker role: comma-separated queues to take jobs from (default: all)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     config = load(args)
     configure_logging(config.log.format, config.log.level)
+    if config.executor.celery:
+        from dicomnode.cli.scale import serve_role  # noqa: PLC0415 - celery only when used
+        return serve_role(config, args)
+    if args.role != "all":
+        print(f"dicomnode: --role {args.role} needs executor.kind: celery (this config runs embedded: one "
+              "process does everything)", file=sys.stderr)
+        return 2
     from dicomnode.node import Node  # noqa: PLC0415 - heavy imports only for serve
 
     node = Node(config)

@@ -156,12 +156,17 @@ class StorageSCP:
     on_stored
         Called (under the series lock) after an instance is durable, with a
         :class:`StoredInstance`; the assembler's entry point.
+    after_stored
+        Called after the series lock is released, before the answer; an
+        :class:`~dicomnode.errors.IngestError` it raises becomes the answer's status (the
+        scale-out receivers record the series in PostgreSQL here).
     """
 
     def __init__(self, config: Config, spool: Spool, metrics: Metrics,
-                 on_stored: Callable[[StoredInstance], None], reuse_port: bool = False) -> None:
+                 on_stored: Callable[[StoredInstance], None], reuse_port: bool = False,
+                 after_stored: Callable[[StoredInstance], None] | None = None) -> None:
         self.config, self.spool, self.metrics, self.on_stored = config, spool, metrics, on_stored
-        self.reuse_port = reuse_port
+        self.reuse_port, self.after_stored = reuse_port, after_stored
         self.ae = AE(ae_title=config.node.ae_title)
         self.ae.maximum_associations = config.node.max_associations
         self.ae.require_called_aet = True
@@ -282,4 +287,6 @@ class StorageSCP:
                 raise IngestError(f"spool write failed: {exc.strerror}", st.OUT_OF_RESOURCES) from exc
             stored = StoredInstance(info, headers, new)
             self.on_stored(stored)
+        if self.after_stored is not None:
+            self.after_stored(stored)
         return stored
