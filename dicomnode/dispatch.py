@@ -104,11 +104,7 @@ class Dispatcher:
 
     def _loop(self) -> None:
         while not self._stop.wait(0.2):
-            for job_id in self.store.take_requests():
-                try:
-                    self._retry_request(job_id)
-                except (DicomNodeError, OSError) as exc:  # e.g. a request naming a job that is gone
-                    log.error("job %s: cannot act on the retry request: %s", job_id, exc)
+            self._take_requests()
             with self._lock:
                 active = sorted(self.active)
             for job_id in active:
@@ -119,6 +115,18 @@ class Dispatcher:
                 except DicomNodeError as exc:
                     log.error("job %s: cannot dispatch: %s", job_id, exc)
                     self._forget(job_id)
+
+    def _take_requests(self) -> None:
+        try:
+            requested = self.store.take_requests()
+        except DicomNodeError as exc:  # e.g. the scale-out job database restarting: next round
+            log.error("cannot read retry requests: %s", exc)
+            return
+        for job_id in requested:
+            try:
+                self._retry_request(job_id)
+            except (DicomNodeError, OSError) as exc:  # e.g. a request naming a job that is gone
+                log.error("job %s: cannot act on the retry request: %s", job_id, exc)
 
     def _forget(self, job_id: str) -> None:
         with self._lock:

@@ -277,8 +277,8 @@ def dead_lettered(job: Job, deliveries: int) -> Job:
     every run killed its worker. ``failed`` until ``dicomnode jobs retry``."""
     if job.state not in (JobState.QUEUED, JobState.RUNNING):
         return job
-    return replace(job, state=JobState.FAILED, error=f"dead-lettered: the queue delivered the job {deliveries} "
-                   "times and every run ended with its worker dead (executor.delivery_limit); last: "
+    return replace(job, state=JobState.FAILED, error=f"dead-lettered by the queue after {deliveries} deliveries "
+                   f"(executor.delivery_limit), {job.runs} runs each ending with its worker dead; last: "
                    f"{job.error or 'no error recorded'}; `dicomnode jobs retry` runs it again")
 
 

@@ -62,6 +62,8 @@ CREATE TABLE IF NOT EXISTS dicomnode_to_dispatch (job_id text PRIMARY KEY);
 _DISPATCH_STATES = (JobState.DISPATCHING, JobState.FAILED)
 #: States from which ``dicomnode jobs retry`` queues a job again (it needs publishing anew).
 _ENDED_STATES = (JobState.FAILED, JobState.REFUSED, JobState.DEAD, JobState.DONE)
+#: A pooled connection idle longer than this is pinged before use.
+_PING_AFTER_S = 1.0
 #: Serialises schema creation by several nodes starting at once (``CREATE … IF NOT EXISTS`` races).
 _SCHEMA_LOCK = 0x6A6F6273
 
@@ -114,7 +116,7 @@ class PostgresJobStore(FileJobStore):
     def __init__(self, spool: Spool, conninfo: str, queue_of: Callable[[Job], str] | None = None) -> None:
         super().__init__(spool)
         self.conninfo, self.queue_of = conninfo, queue_of
-        self._idle: list[psycopg.Connection[Any]] = []
+        self._idle: list[tuple[psycopg.Connection[Any], float]] = []  # with the time it was put back
         self._lock = threading.Lock()
         with self.transaction() as conn:
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
@@ -124,11 +126,9 @@ class PostgresJobStore(FileJobStore):
     @contextlib.contextmanager
     def transaction(self) -> Iterator[psycopg.Connection[Any]]:
         """A pooled connection inside one transaction (committed on success, else rolled back)."""
-        with self._lock:
-            conn = self._idle.pop() if self._idle else None
+        conn = None
         try:
-            if conn is None or conn.closed:
-                conn = psycopg.connect(self.conninfo, autocommit=True, connect_timeout=5)
+            conn = self._checkout()
             with conn.transaction():
                 yield conn
         except psycopg.Error as exc:
@@ -138,13 +138,28 @@ class PostgresJobStore(FileJobStore):
         finally:
             if conn is not None and not conn.closed:
                 with self._lock:
-                    self._idle.append(conn)
+                    self._idle.append((conn, time.monotonic()))
+
+    def _checkout(self) -> psycopg.Connection[Any]:
+        """An idle pooled connection that still works, else a new one. One idle for a while
+        is pinged first: after a database restart it is dead, and its first statement would
+        fail the caller's transaction (a receiver would refuse an instance for nothing)."""
+        with self._lock:
+            conn, since = self._idle.pop() if self._idle else (None, 0.0)
+        if conn is not None and not conn.closed and time.monotonic() - since > _PING_AFTER_S:
+            try:
+                conn.execute("SELECT 1")
+            except psycopg.Error:
+                conn.close()
+        if conn is None or conn.closed:
+            conn = psycopg.connect(self.conninfo, autocommit=True, connect_timeout=5)
+        return conn
 
     def close(self) -> None:
         """Close the pooled connections (the store opens new ones if used again)."""
         with self._lock:
             idle, self._idle = self._idle, []
-        for conn in idle:
+        for conn, _ in idle:
             conn.close()
 
     # -- records -----------------------------------------------------------------------

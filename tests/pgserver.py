@@ -46,25 +46,46 @@ def postgres_server() -> Iterator[str]:
     if owner:
         entry = pwd.getpwnam(owner)
         os.chown(root, entry.pw_uid, entry.pw_gid)
-    data, log = root / "data", root / "server.log"
+    data = root / "data"
     try:
         subprocess.run(_as_owner([str(bindir / "initdb"), "-D", str(data), "-U", SUPERUSER, "--auth=trust",
                                   "--no-sync", "-E", "UTF8", "--locale=C"], owner),
                        check=True, capture_output=True, timeout=120)
-        options = f"-c listen_addresses='' -k {root} -c fsync=off -c full_page_writes=off"
-        started = subprocess.run(_as_owner([str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w",
-                                            "-t", "120", "-o", options, "start"], owner),
-                                 capture_output=True, text=True, timeout=150)
-        if started.returncode != 0:
-            tail = log.read_text()[-2000:] if log.exists() else ""
-            raise RuntimeError(f"pg_ctl start failed: {started.stderr}\n{tail}")
+        conninfo = f"host={root} user={SUPERUSER} dbname=postgres"
+        start_server(conninfo)
         try:
-            yield f"host={root} user={SUPERUSER} dbname=postgres"
+            yield conninfo
         finally:
-            subprocess.run(_as_owner([str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"], owner),
-                           capture_output=True, timeout=120)
+            stop_server(conninfo)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _root(conninfo: str) -> Path:
+    return Path(conninfo.split("host=", 1)[1].split()[0])
+
+
+def start_server(conninfo: str) -> None:
+    """Start (again) the private server of ``conninfo``: its socket directory holds ``data/``."""
+    root, bindir = _root(conninfo), pg_bin()
+    assert bindir is not None
+    owner = "postgres" if os.getuid() == 0 else None
+    options = f"-c listen_addresses='' -k {root} -c fsync=off -c full_page_writes=off"
+    started = subprocess.run(_as_owner([str(bindir / "pg_ctl"), "-D", str(root / "data"), "-l",
+                                        str(root / "server.log"), "-w", "-t", "120", "-o", options, "start"], owner),
+                             capture_output=True, text=True, timeout=150)
+    if started.returncode != 0:
+        log = root / "server.log"
+        raise RuntimeError(f"pg_ctl start failed: {started.stderr}\n{log.read_text()[-2000:] if log.exists() else ''}")
+
+
+def stop_server(conninfo: str) -> None:
+    """Stop the private server of ``conninfo`` (``pg_ctl stop -m fast``: the postmaster's PID file)."""
+    bindir = pg_bin()
+    assert bindir is not None
+    owner = "postgres" if os.getuid() == 0 else None
+    subprocess.run(_as_owner([str(bindir / "pg_ctl"), "-D", str(_root(conninfo) / "data"), "-m", "fast", "-w",
+                              "stop"], owner), capture_output=True, timeout=120)
 
 
 def fresh_database(conninfo: str) -> str:

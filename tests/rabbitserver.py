@@ -69,7 +69,7 @@ class RabbitServer:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
         # epmd (started by the first node) outlives the broker: end it with the server
-        subprocess.run(["pkill", "-f", f"epmd.*-port {self.env['ERL_EPMD_PORT']}"], capture_output=True)
+        subprocess.run(["epmd", "-port", self.env["ERL_EPMD_PORT"], "-kill"], capture_output=True, env=self.env)
 
     def _wait(self, timeout: float) -> int | None:
         assert self.proc is not None

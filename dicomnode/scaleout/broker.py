@@ -24,7 +24,7 @@ from kombu import Connection, Exchange, Queue
 from dicomnode.config import Config
 from dicomnode.errors import DicomNodeError
 
-__all__ = ["RUN_JOB", "Broker", "make_app", "redact_url"]
+__all__ = ["RUN_JOB", "Broker", "make_app", "redact_url", "used_queues"]
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +43,20 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+def used_queues(config: Config) -> list[str]:
+    """The queues of the pipelines the routes use (what this deployment declares and consumes)."""
+    return sorted({config.executor.queue_of(route.pipeline) for route in config.routes})
+
+
 def _queues(config: Config) -> list[Queue]:
     ex = config.executor
+    # at-least-once dead-lettering (RabbitMQ >= 3.10) needs reject-publish overflow: a dead
+    # letter is never dropped on the way to the dead-letter queue
     arguments = {"x-queue-type": "quorum", "x-delivery-limit": ex.delivery_limit,
-                 "x-dead-letter-exchange": "", "x-dead-letter-routing-key": ex.dead_letter_queue}
-    names = sorted(set(ex.queues.values()))
-    return [Queue(name, _EXCHANGE, routing_key=name, durable=True, queue_arguments=arguments) for name in names]
+                 "x-dead-letter-exchange": "", "x-dead-letter-routing-key": ex.dead_letter_queue,
+                 "x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"}
+    return [Queue(name, _EXCHANGE, routing_key=name, durable=True, queue_arguments=arguments)
+            for name in used_queues(config)]
 
 
 def _dead_letter_queue(config: Config) -> Queue:
@@ -58,11 +66,12 @@ def _dead_letter_queue(config: Config) -> Queue:
 def make_app(config: Config) -> Celery:
     """The Celery app: late acks, prefetch 1, JSON only, no result backend, quorum queues."""
     ex = config.executor
+    default = (used_queues(config) or [ex.dead_letter_queue])[0]  # Celery needs one; every publish names its queue
     app = Celery("dicomnode", broker=ex.broker_url, set_as_current=False)
     app.conf.update(
         task_queues=_queues(config), task_create_missing_queues=False,
-        task_default_queue=min(ex.queues.values()), task_default_exchange=_EXCHANGE.name,
-        task_default_exchange_type=_EXCHANGE.type, task_default_routing_key=min(ex.queues.values()),
+        task_default_queue=default, task_default_exchange=_EXCHANGE.name,
+        task_default_exchange_type=_EXCHANGE.type, task_default_routing_key=default,
         task_acks_late=True, task_reject_on_worker_lost=True, worker_prefetch_multiplier=1,
         task_serializer="json", accept_content=["json"], task_ignore_result=True, result_backend=None,
         broker_connection_timeout=ex.publish_timeout_s, broker_connection_retry_on_startup=True,
@@ -87,9 +96,13 @@ class Broker:
     def declare(self) -> None:
         """Declare the pipeline queues and the dead-letter queue (idempotent)."""
         with self._connection() as conn:
-            channel = conn.default_channel
             for queue in [*_queues(self.config), _dead_letter_queue(self.config)]:
-                queue(channel).declare()
+                try:
+                    queue(conn.default_channel).declare()
+                except Exception as exc:  # noqa: BLE001 - e.g. PRECONDITION_FAILED: declared with other arguments
+                    raise DicomNodeError(f"broker {self.url}: cannot declare queue {queue.name}: {exc} (a queue "
+                                         "declared earlier with other executor settings must be deleted first, "
+                                         "e.g. rabbitmqctl delete_queue)") from exc
 
     def publish(self, job_id: str, queue: str) -> None:
         """Send ``run_job(job_id)`` to ``queue`` and wait for the broker's confirm."""

@@ -168,14 +168,17 @@ class ScaleNode:
 
     # -- observability ------------------------------------------------------------------
     def health(self) -> tuple[bool, dict[str, Any]]:
+        """503 when the database is away (a receiver then refuses instances) or the SCP is
+        not listening; a broker outage is "degraded" with 200: receivers keep accepting and
+        publish later, dispatchers keep delivering, so a probe must not take them out."""
         broker, database = self.broker.ping(), self.store.ping()
         details: dict[str, Any] = {"roles": sorted(self.roles), "broker": broker or "ok", "database": database or "ok"}
-        ok = not database and not broker
+        ok = not database
         if self.scp is not None:
             listening = self.scp.server is not None
             details.update(listening=listening, dicom_port=self.port, ae_title=self.config.node.ae_title)
             ok = ok and listening
-        details["status"] = "ok" if ok else "degraded"
+        details["status"] = "ok" if ok and not broker else "degraded"
         return ok, details
 
     def render_metrics(self) -> str:

@@ -7,8 +7,9 @@ crashed child is replaced). The message is acknowledged only after the run's out
 the job store:
 
 - done, failed, refused, timed out → acknowledged; the store notes the job for the dispatcher;
-- the child crashed (and fewer than ``worker.max_crashes`` runs crashed) → rejected back to
-  the queue; RabbitMQ counts the delivery and, past ``executor.delivery_limit``, dead-letters it;
+- the child crashed → rejected back to the queue; RabbitMQ counts the delivery and, past
+  ``executor.delivery_limit``, dead-letters it (rejected without requeue, i.e. dead-lettered at
+  once, when ``worker.max_crashes`` is reached first);
 - this worker is killed (``kill -9``, power) → RabbitMQ redelivers the unacknowledged message
   to another worker, which finds the job ``running`` and counts the lost run as a crash;
 - a duplicate message (a re-published outbox row) finds the job no longer queued → dropped.
@@ -19,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from functools import partial
 from typing import Any
 
@@ -26,13 +28,13 @@ from celery.exceptions import Reject
 
 from dicomnode import jobs
 from dicomnode.config import Config
-from dicomnode.errors import DicomNodeError
+from dicomnode.errors import DicomNodeError, SpoolError
 from dicomnode.executor import ChildProcessExecutor, Outcome
 from dicomnode.http_status import StatusServer
 from dicomnode.jobs import JobState
 from dicomnode.jobstore_pg import open_ledger
 from dicomnode.metrics import Metrics
-from dicomnode.scaleout.broker import RUN_JOB, Broker
+from dicomnode.scaleout.broker import RUN_JOB, Broker, used_queues
 from dicomnode.spool import Spool
 from dicomnode.worker import Worker
 
@@ -46,7 +48,7 @@ class WorkerRole:
 
     def __init__(self, config: Config, queues: list[str] | None = None) -> None:
         self.config = config
-        self.queues = queues or sorted(set(config.executor.queues.values()))
+        self.queues = queues or used_queues(config)
         self.metrics = Metrics()
         self.store = open_ledger(config, Spool(config.spool.path, config.spool.sync, shared=True))
         self.runner = Worker(config, self.store, self.metrics, on_done=lambda _: None)
@@ -81,7 +83,20 @@ class WorkerRole:
         return int(worker.exitcode or 0)
 
     def _task(self, task: Any, job_id: str) -> str:
-        """``run_job``: the Celery task body (``task`` is the bound task: its request)."""
+        """``run_job``: the Celery task body (``task`` is the bound task: its request).
+
+        The job database away at any point: wait until it answers, then hand the message
+        back to the queue. Its next delivery is marked redelivered, so a run that had
+        started is counted as lost and runs again (at least once, never zero times)."""
+        try:
+            return self._run(task, job_id)
+        except SpoolError as exc:
+            log.error("job %s: job database unavailable (%s); waiting for it, then requeueing the job", job_id, exc)
+            while self.store.ping():
+                time.sleep(2.0)
+            raise Reject(f"job {job_id}: job database was unavailable", requeue=True) from exc
+
+    def _run(self, task: Any, job_id: str) -> str:
         assert self.executor is not None
         if task.request.delivery_info.get("redelivered"):
             job = self.store.change(job_id, partial(jobs.lost_worker, max_crashes=self.config.worker.max_crashes))
@@ -93,8 +108,10 @@ class WorkerRole:
                      self._state(job_id))
             return "duplicate"
         after, reply = ran
-        if after.state is JobState.QUEUED and reply.outcome in (Outcome.CRASHED, Outcome.INTERRUPTED):
-            raise Reject(f"job {job_id}: {reply.error}", requeue=True)  # RabbitMQ counts the delivery
+        if reply.outcome in (Outcome.CRASHED, Outcome.INTERRUPTED):
+            # back to the queue (RabbitMQ counts the delivery and dead-letters past the limit),
+            # or straight to the dead-letter queue once worker.max_crashes gave up on it
+            raise Reject(f"job {job_id}: {reply.error}", requeue=after.state is JobState.QUEUED)
         return after.state.value
 
     def _state(self, job_id: str) -> str:
@@ -104,10 +121,12 @@ class WorkerRole:
             return str(exc)
 
     def health(self) -> tuple[bool, dict[str, Any]]:
+        """503 only when the database is away (no job can be claimed or recorded); a broker
+        outage shows in the body ("degraded"): Celery reconnects by itself, a restart would not help."""
         broker, database = self.broker.ping(), self.store.ping()
         alive = self.executor is not None and self.executor.alive()
-        ok = not broker and not database
-        return ok, {"status": "ok" if ok else "degraded", "roles": ["worker"], "worker": self.name,
+        ok = not database
+        return ok, {"status": "ok" if ok and not broker else "degraded", "roles": ["worker"], "worker": self.name,
                     "queues": self.queues, "broker": broker or "ok", "database": database or "ok",
                     "running_jobs": self.runner.busy, "pipeline_process_alive": alive}
 

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
 from netutil import free_port, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
