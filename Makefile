@@ -4,16 +4,18 @@ PYTHON       ?= $(shell command -v python3.11 || command -v python3)
 VENV         := .venv
 PY           := $(VENV)/bin/python
 CONFIG       ?= config/dicomnode.yaml
-APT_PACKAGES := dcmtk dicom3tools orthanc orthanc-dicomweb chromium iproute2 util-linux openssl docker-compose postgresql
+APT_PACKAGES := dcmtk dicom3tools orthanc orthanc-dicomweb chromium iproute2 util-linux openssl docker-compose postgresql \
+                rabbitmq-server
 PYTEST_ARGS  ?=
 
 .PHONY: deps venv serve test bench lint clean
 
-## deps: Debian packages the node and its tests use (dcmtk, dicom3tools, Orthanc, PostgreSQL), if missing
+## deps: Debian packages the node and its tests use (dcmtk, dicom3tools, Orthanc, PostgreSQL, RabbitMQ), if missing
 deps:
 	@missing=0; for b in storescu echoscu dciodvfy Orthanc ip unshare openssl docker-compose chromium; do \
 	  command -v $$b >/dev/null || missing=1; done; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing=1; \
+	test -x /usr/lib/rabbitmq/bin/rabbitmq-server || missing=1; \
 	if [ $$missing = 1 ]; then \
 	  echo "installing Debian packages: $(APT_PACKAGES)"; \
 	  SUDO=$$( [ $$(id -u) = 0 ] || echo sudo ); \

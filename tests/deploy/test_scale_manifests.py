@@ -34,7 +34,6 @@ import pytest
 import yaml
 
 from dicomnode.config import load_config
-from dicomnode.errors import ConfigError
 
 from .conftest import DOCKER, ROOT
 
@@ -46,22 +45,6 @@ RABBITMQ_CONF = DOCKER / "rabbitmq" / "rabbitmq.conf"
 K8S_VERSION = "1.33.0"
 NODE_ROLES = ("receiver", "worker", "dispatcher")
 RABBIT_BIN = Path("/usr/lib/rabbitmq/bin")
-
-
-def _executor_section_known() -> bool:
-    try:
-        load_config(None, env={"DICOMNODE_EXECUTOR__KIND": "embedded"})
-    except ConfigError:
-        return False
-    return True
-
-
-#: PENDING (issue 15): until the config loader knows the ``executor`` section, the two tests
-#: that load a celery config are expected to fail; strict xfail turns into a failure the
-#: day the section is accepted, so the mark must be dropped then.
-EXECUTOR_PENDING = pytest.mark.xfail(
-    not _executor_section_known(), strict=True,
-    reason="PENDING: config section `executor` not in dicomnode.config yet (issue 15, lead's part)")
 
 
 # -- helpers ---------------------------------------------------------------------------
@@ -252,7 +235,6 @@ def test_secret_urls_reach_the_in_cluster_broker_and_database() -> None:
                         "DICOMNODE_EXECUTOR__DATABASE_URL": "database-url"}, role
 
 
-@EXECUTOR_PENDING
 def test_config_map_loads_with_the_node_config_loader(tmp_path: Path) -> None:
     """What every pod sees: the ConfigMap's file plus the Secret's URLs as environment."""
     path = tmp_path / "dicomnode.yaml"
@@ -410,7 +392,6 @@ def test_scale_compose_nodes_share_spool_broker_and_database() -> None:
     assert [Path(source) for source in conf] == [RABBITMQ_CONF]
 
 
-@EXECUTOR_PENDING
 def test_compose_node_config_loads_with_the_scale_environment(tmp_path: Path) -> None:
     """docker/config/compose.yaml plus a node service's environment: a celery config."""
     env = _rendered_compose()["services"]["dispatcher"]["environment"]

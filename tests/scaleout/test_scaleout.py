@@ -299,3 +299,20 @@ def test_roles_need_the_celery_executor(tmp_path: Path, plumbing_bundle: Any) ->
     checked = subprocess.run([sys.executable, "-m", "dicomnode", "check-config", str(config)],
                              capture_output=True, text=True, timeout=60, cwd=REPO)
     assert checked.returncode != 0 and "executor.broker_url" in checked.stdout + checked.stderr
+
+
+def test_a_series_goes_receiver_queue_worker_dispatcher(make_cluster: Any, tmp_path: Path) -> None:
+    """``--role all``: receiver and dispatcher in one process, its worker a child process;
+    ``/metrics`` shows the queues (depth per queue, the dead-letter queue) and the job states."""
+    cluster = make_cluster()
+    node = cluster.role("all")
+    series = mr_series(tmp_path / "one", 3, seed="one")
+    assert _send(node.port, series) == [0, 0, 0]
+    result = wait_for(lambda: cluster.results().get(_series_uid(series)), timeout=90)
+    assert result["findings"]["instances"] == 3
+    metrics = node.metrics()
+    queue = yaml.safe_load(cluster.config.read_text())["executor"]["queues"]["plumbing:create"]
+    assert f'dicomnode_queue_messages{{queue="{queue}"}} 0' in metrics, metrics
+    assert 'dicomnode_queue_messages{queue="dead' in metrics and 'dicomnode_jobs{state="done"} 1' in metrics
+    status, health = node.health()
+    assert status == 200 and health["broker"] == health["database"] == "ok", health
