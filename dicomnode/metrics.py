@@ -22,7 +22,7 @@ _HELP = {
     "dicomnode_worker_crashes_total": ("counter", "Worker processes that died while running a job"),
     "dicomnode_send_attempts_total": ("counter", "Output send attempts by destination"),
     "dicomnode_send_failures_total": ("counter", "Failed output send attempts by destination"),
-    "dicomnode_queue_messages": ("gauge", "Scale-out: job messages waiting per RabbitMQ queue (dead-letter queue included)"),
+    "dicomnode_queue_messages": ("gauge", "Scale-out: jobs waiting per RabbitMQ queue (dead letters included)"),
     "dicomnode_outbox_jobs": ("gauge", "Scale-out: jobs created but not yet confirmed published (broker away?)"),
     "dicomnode_worker_running_jobs": ("gauge", "Scale-out: jobs this worker runs now (0 or 1)"),
 }
