@@ -3,7 +3,9 @@
 Receivers, in turn within each round: dcmtk ``storescp`` writing files to disk (the
 reference; no fsync), ``dicomnode serve`` (acknowledges each instance only when durable:
 group-committed ``syncfs``), optionally ``dicomnode-stock`` (the same with
-``node.pynetdicom_tuning: false``).
+``node.pynetdicom_tuning: false``) and the ladder ``ladder-noop``, ``ladder-parse``,
+``ladder-durable`` (bench/ladder_scp.py: the node's receive path with steps taken out,
+to see what each step costs).
 
 Rows: MR over 1 and over 4 concurrent associations (``storescu -R -xy``, files split
 evenly), real WSI frames (the CMU-1 level-0 instance from ../shared/testdata, 30 JPEG
@@ -102,8 +104,21 @@ def dicomnode(work: Path, **node: object) -> tuple[subprocess.Popen[bytes], int]
     return proc, port
 
 
+def ladder(work: Path, mode: str) -> tuple[subprocess.Popen[bytes], int]:
+    """bench/ladder_scp.py: the node's receive path with steps taken out (``noop``, ``parse``, ``durable``)."""
+    port = free_port()
+    work.mkdir(parents=True)
+    argv = [sys.executable, str(REPO / "bench" / "ladder_scp.py"), mode, str(port), str(work / "spool")]
+    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_echo(port, "DICOMNODE")
+    return proc, port
+
+
 RECEIVERS = {
     "storescp": storescp,
+    "ladder-noop": lambda work: ladder(work, "noop"),
+    "ladder-parse": lambda work: ladder(work, "parse"),
+    "ladder-durable": lambda work: ladder(work, "durable"),
     "dicomnode": dicomnode,
     "dicomnode-stock": lambda work: dicomnode(work, pynetdicom_tuning=False),
     "dicomnode-2rx": lambda work: dicomnode(work, receivers=2),

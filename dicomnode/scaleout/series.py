@@ -5,8 +5,10 @@ database's clock so that machines with skewed clocks agree). A receiver records 
 instance it acknowledges (:meth:`SeriesLedger.seen`); any receiver may then claim the
 series that are complete (quiet for ``assembly.quiet_s``, or older than
 ``assembly.max_wait_s``) with ``SELECT … FOR UPDATE SKIP LOCKED`` (:meth:`claim_due`):
-exactly one receiver holds a series' row while it turns the series into a job, and the
-row is deleted in the same transaction. The job's publication is the job store's outbox
+one receiver holds a series' row while it turns the series into a job (the others skip
+it), and the row is deleted in the same transaction. Exactly one job per series does not
+rest on the row lock alone: the series folder moves into the job under the spool's series
+lock, and a claim that finds the folder gone does nothing. The job's publication is the job store's outbox
 (:class:`~dicomnode.jobstore_pg.PostgresJobStore`), so a claim that crashes half-way is
 claimed again (the instances are still in ``incoming/``) or finds the series already
 turned into a job (its folder moved) and only drops the row.
