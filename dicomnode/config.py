@@ -18,12 +18,12 @@ from typing import Any
 
 import yaml
 
+from dicomnode.config_executor import ExecutorConfig
 from dicomnode.config_sections import (
     AllowEntry,
     AssemblyConfig,
     Destination,
     DispatchConfig,
-    ExecutorConfig,
     HttpConfig,
     LogConfig,
     ModelRef,

@@ -7,7 +7,8 @@ Layers, lowest first; a module may import its own layer and the ones below, neve
     dicom/, inference/, net/, outputs/       DICOM and model adapters, shared output rules
     pipelines/ (registry, base, one package per pipeline)
     synth/                                   test-data generators (may use pipelines' geometry)
-    assembler, worker*, executor, dispatch, node, replay, http_status
+    assembler, intake, worker*, executor, dispatch, node, replay, receivers
+    evaluate/, scaleout/                     built on the stages (scale-out roles, evaluation)
     cli/                                     the commands
 
 The limits are the module and function budgets of ../shared/STYLE.md §3 and issue 10
@@ -25,12 +26,13 @@ MODULE_LINES, FUNCTION_LINES = 400, 50
 #: Top-level part of the package → layer number (higher may import lower).
 LAYERS = {
     "errors": 0, "log": 0, "metrics": 0, "jobs": 0, "__init__": 9, "__main__": 9,
-    "config": 1, "config_sections": 1, "spool": 1, "jobstore": 1, "jobstore_pg": 1, "routing": 1, "http_status": 1,
+    "config": 1, "config_sections": 1, "config_executor": 1,
+    "spool": 1, "jobstore": 1, "jobstore_pg": 1, "routing": 1, "http_status": 1,
     "dicom": 2, "inference": 2, "net": 2, "outputs": 2,
     "pipelines": 3, "synth": 4,
     "assembler": 5, "executor": 5, "worker": 5, "worker_child": 5, "dispatch": 5, "node": 5, "replay": 5,
-    "receivers": 5,
-    "evaluate": 6, "cli": 7,
+    "receivers": 5, "intake": 5,
+    "evaluate": 6, "scaleout": 6, "cli": 7,
 }
 
 
