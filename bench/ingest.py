@@ -11,7 +11,7 @@ Rows: MR over 1 and over 4 concurrent associations (``storescu -R -xy``, files s
 evenly), real WSI frames (the CMU-1 level-0 instance from ../shared/testdata, 30 JPEG
 frames, copied with new UIDs), one large native instance (``--big-mb``, default 1,000 MB;
 its row reports the receivers' peak RSS), and the sender comparison: ``dicomnode replay``
-against ``storescu``, both to a fresh storescp. Each row gives instances/s, MB/s, the
+against ``storescu``, both to a fresh storescp (with each sender's CPU ms per instance). Each row gives instances/s, MB/s, the
 receiver's CPU ms per instance (from /proc, all threads), its peak RSS, and the ratio to
 storescp per round and as the median of rounds.
 
@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import struct
@@ -216,25 +217,39 @@ def report(label: str, sender: str, assocs: int, files: list, runs: list[dict[st
     return row
 
 
+def sender_cpu_s(sender: str) -> float:
+    """User + system CPU seconds used so far by the sender: storescu (reaped children) or
+    replay (this process, which runs ``dicomnode.replay.send``)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN if sender == "storescu" else resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def replay_row(files: list, tmp: Path, repeats: int) -> dict[str, object]:
-    """The sender comparison: replay and storescu, each to a fresh storescp, alternating."""
+    """The sender comparison: replay and storescu, each to a fresh storescp, alternating;
+    with each sender's CPU ms per instance (all its threads), steadier than the ratio on a
+    shared machine."""
     runs = []
     for i in range(repeats):
         run = {}
         for sender in ("storescu", "replay"):
             proc, port = storescp(tmp / f"snd{sender}{i}")
             try:
+                cpu0 = sender_cpu_s(sender)
                 run[sender] = timed_send(files, port, "STORESCP", sender)
+                run[f"{sender}_cpu"] = sender_cpu_s(sender) - cpu0
             finally:
                 proc.terminate()
                 proc.wait(30)
             shutil.rmtree(tmp / f"snd{sender}{i}", ignore_errors=True)
         runs.append(run)
     ratios = [r["storescu"] / r["replay"] for r in runs]
-    return {"dataset": "MR", "sender comparison": "replay vs storescu, to storescp", "instances": len(files),
-            "storescu_inst_per_s": round(len(files) / statistics.median(r["storescu"] for r in runs), 1),
-            "replay_inst_per_s": round(len(files) / statistics.median(r["replay"] for r in runs), 1),
-            "ratio_replay_vs_storescu": round(statistics.median(ratios), 3),
+    row: dict[str, object] = {"dataset": "MR", "sender comparison": "replay vs storescu, to storescp",
+                              "instances": len(files)}
+    for sender in ("storescu", "replay"):
+        row[f"{sender}_inst_per_s"] = round(len(files) / statistics.median(r[sender] for r in runs), 1)
+        row[f"{sender}_cpu_ms_per_inst"] = round(1000 * statistics.median(r[f"{sender}_cpu"] for r in runs)
+                                                 / len(files), 3)
+    return {**row, "ratio_replay_vs_storescu": round(statistics.median(ratios), 3),
             "ratios_each_run": [round(r, 3) for r in ratios]}
 
 
