@@ -11,9 +11,9 @@ Rows: MR over 1 and over 4 concurrent associations (``storescu -R -xy``, files s
 evenly), real WSI frames (the CMU-1 level-0 instance from ../shared/testdata, 30 JPEG
 frames, copied with new UIDs), one large native instance (``--big-mb``, default 1,000 MB;
 its row reports the receivers' peak RSS), and the sender comparison: ``dicomnode replay``
-against ``storescu``, both to a fresh storescp (with each sender's CPU ms per instance). Each row gives instances/s, MB/s, the
-receiver's CPU ms per instance (from /proc, all threads), its peak RSS, and the ratio to
-storescp per round and as the median of rounds.
+against ``storescu``, both to a fresh storescp (with each sender's CPU ms per instance).
+Each row gives instances/s, MB/s, the receiver's CPU ms per instance (from /proc, all
+threads), its peak RSS, and the ratio to storescp per round and as the median of rounds.
 
 dcmtk tools run with ``TCP_NODELAY=1`` (dcmtk's switch for Nagle's algorithm, off in
 Debian's build): without it storescp answers every C-STORE ~45 ms late (Nagle + delayed
