@@ -207,8 +207,8 @@ def test_a_poison_series_is_dead_lettered_after_the_delivery_limit_and_blocks_no
     poison, fine = mr_series(tmp_path / "p", 2, seed="p", description="POISON"), mr_series(tmp_path / "f", 2, seed="f")
     assert _send(receiver.port, poison) == [0, 0]
     assert _send(receiver.port, fine) == [0, 0]
-    wait_for(lambda: _series_uid(fine) in cluster.results(), timeout=90)
-    wait_for(lambda: "dead-lettered" in cluster.jobs("list", "--state", "failed"), timeout=120)
+    wait_for(lambda: _series_uid(fine) in cluster.results(), timeout=60)
+    wait_for(lambda: "dead-lettered" in cluster.jobs("list", "--state", "failed"), timeout=90)
     job_id = _job_of(cluster.jobs("list", "--state", "failed"), "mr")
     job = json.loads(cluster.jobs("show", job_id))
     assert job["crashes"] == 2 and job["runs"] == 2, job  # delivered 1 + delivery_limit times
@@ -231,7 +231,7 @@ def test_a_killed_receiver_and_a_broker_outage_lose_nothing(make_cluster: Any, r
     r1.kill9()
     assoc.abort()
     assert _send(r2.port, cut) == [0] * 6
-    wait_for(lambda: cluster.results().get(_series_uid(cut)), timeout=90)
+    wait_for(lambda: cluster.results().get(_series_uid(cut)), timeout=60)
     rabbit.stop()
     try:
         during = [mr_series(tmp_path / f"o{i}", 3, seed=f"outage{i}") for i in range(2)]
@@ -241,7 +241,7 @@ def test_a_killed_receiver_and_a_broker_outage_lose_nothing(make_cluster: Any, r
         assert r2.health()[0] == 200  # still accepting: a probe must not take it out
     finally:
         rabbit.start()
-    wait_for(lambda: all(_series_uid(s) in cluster.results() for s in during), timeout=180)
+    wait_for(lambda: all(_series_uid(s) in cluster.results() for s in during), timeout=120)
     results = cluster.results()
     assert results[_series_uid(cut)]["findings"]["instances"] == 6
     assert [results[_series_uid(s)]["findings"]["instances"] for s in during] == [3, 3]
@@ -268,7 +268,7 @@ def test_database_down_answers_out_of_resources_so_the_sender_retries(
             finally:
                 start_server(own_pg)
             assert _send(receiver.port, series) == [0, 0]
-            wait_for(lambda: cluster.results().get(_series_uid(series)), timeout=90)
+            wait_for(lambda: cluster.results().get(_series_uid(series)), timeout=60)
             assert "cannot record the series in the job database" in receiver.tail(20000)
         finally:
             cluster.stop()
@@ -308,7 +308,7 @@ def test_a_series_goes_receiver_queue_worker_dispatcher(make_cluster: Any, tmp_p
     node = cluster.role("all")
     series = mr_series(tmp_path / "one", 3, seed="one")
     assert _send(node.port, series) == [0, 0, 0]
-    result = wait_for(lambda: cluster.results().get(_series_uid(series)), timeout=90)
+    result = wait_for(lambda: cluster.results().get(_series_uid(series)), timeout=60)
     assert result["findings"]["instances"] == 3
     metrics = node.metrics()
     queue = yaml.safe_load(cluster.config.read_text())["executor"]["queues"]["plumbing:create"]
