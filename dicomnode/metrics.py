@@ -24,6 +24,7 @@ _HELP = {
     "dicomnode_send_failures_total": ("counter", "Failed output send attempts by destination"),
     "dicomnode_queue_messages": ("gauge", "Scale-out: jobs waiting per RabbitMQ queue (dead letters included)"),
     "dicomnode_outbox_jobs": ("gauge", "Scale-out: jobs created but not yet confirmed published (broker away?)"),
+    "dicomnode_jobs_dead_lettered_total": ("counter", "Scale-out: jobs the queue dead-lettered (dispatcher)"),
     "dicomnode_worker_running_jobs": ("gauge", "Scale-out: jobs this worker runs now (0 or 1)"),
 }
 

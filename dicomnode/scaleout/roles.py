@@ -164,6 +164,7 @@ class ScaleNode:
         except DicomNodeError as exc:
             log.error("dead-lettered job %s: %s", job_id, exc)
             return
+        self.metrics.inc("dicomnode_jobs_dead_lettered_total", pipeline=job.pipeline)
         log.error("job %s dead-lettered after %d deliveries: %s", job_id, deliveries, job.error)
 
     # -- observability ------------------------------------------------------------------

@@ -203,7 +203,7 @@ def test_a_poison_series_is_dead_lettered_after_the_delivery_limit_and_blocks_no
     cluster = make_cluster(delivery_limit=1)
     receiver = cluster.role("receiver")
     cluster.role("worker")
-    cluster.role("dispatcher")
+    dispatcher = cluster.role("dispatcher")
     poison, fine = mr_series(tmp_path / "p", 2, seed="p", description="POISON"), mr_series(tmp_path / "f", 2, seed="f")
     assert _send(receiver.port, poison) == [0, 0]
     assert _send(receiver.port, fine) == [0, 0]
@@ -212,6 +212,7 @@ def test_a_poison_series_is_dead_lettered_after_the_delivery_limit_and_blocks_no
     job_id = _job_of(cluster.jobs("list", "--state", "failed"), "mr")
     job = json.loads(cluster.jobs("show", job_id))
     assert job["crashes"] == 2 and job["runs"] == 2, job  # delivered 1 + delivery_limit times
+    assert 'dicomnode_jobs_dead_lettered_total{pipeline="plumbing:create"} 1' in dispatcher.metrics()
     assert "re-armed (queued)" in cluster.jobs("retry", job_id)
     wait_for(lambda: json.loads(cluster.jobs("show", job_id))["runs"] == 4, timeout=60)  # published anew
 
