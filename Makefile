@@ -41,7 +41,7 @@ test: deps venv lint
 
 ## bench: throughput benchmarks with references measured in the same run (not tests)
 bench: deps venv
-	unshare -n bash -c 'ip link set lo up && for b in ingest mri wsi; do $(PY) bench/$$b.py || exit 1; done'
+	unshare -n bash -c 'ip link set lo up && for b in ingest mri wsi scale; do $(PY) bench/$$b.py || exit 1; done'
 
 ## mutation: each planted bug of tests/mutation/entries/*.yaml, in a temporary copy, must fail its tests (MUTATION_ARGS="--only ID --jobs 2")
 MUTATION_ARGS ?=
