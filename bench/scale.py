@@ -19,9 +19,12 @@ From the job records (the job store APIs, as ``dicomnode jobs show`` reads them)
 latency = job created (series complete) → last destination's ``sent_at``; its median and
 p90; throughput = N / (last ``sent_at`` - first ``created``) in series/min; the ratios
 celery/embedded and the per-series overhead (celery minus embedded median latency, ms).
-Latency includes the wait behind earlier series (one worker, sent back to back); the
-pipeline's own time (``pipeline_seconds``) is reported too, and the span not spent in the
-pipeline per series (``outside_pipeline_per_series_ms``), which the noise of a shared
+Latency includes the wait behind earlier series (one worker, sent back to back), so it
+also depends on how fast each mode takes the series in (``send_s``, ``created_spread_s``).
+Hence also: the span not spent in the pipeline per series (``outside_pipeline_per_series_ms``
+= (span - sum of ``pipeline_seconds``) / N), and ``--isolated K`` (default 5) further series
+sent one at a time, each after the previous was delivered: latency without queueing and
+its part outside the pipeline (latency - ``pipeline_seconds``), which the noise of a shared
 machine on the nnU-Net time does not enter.
 Run inside a network namespace (``make bench`` does). Not a test: no thresholds here.
 """
@@ -170,15 +173,30 @@ def _figures(found: list[Any]) -> dict[str, Any]:
     return {"series": len(found), "latency_median_s": round(statistics.median(latency), 3),
             "latency_p90_s": round(statistics.quantiles(latency, n=10, method="inclusive")[-1], 3),
             "throughput_series_per_min": round(len(found) / span * 60, 2), "span_s": round(span, 2),
+            "created_spread_s": round(max(job.created for job in found) - min(job.created for job in found), 2),
             "pipeline_median_s": round(statistics.median(job.pipeline_seconds for job in found), 3),
             "outside_pipeline_per_series_ms": round((span - sum(job.pipeline_seconds for job in found))
                                                     / len(found) * 1000, 1),
             "latency_each_s": [round(t, 3) for t in latency]}
 
 
-def run_mode(name: str, cases: list[tuple[str, list[Path]]], warm: tuple[str, list[Path]],
+def _isolated(store: Any, port: int, cases: list[tuple[str, list[Path]]], alive: Callable[[], bool],
+              timeout_s: float) -> dict[str, Any]:
+    """Each series alone (the previous one delivered first): latency without queueing."""
+    found = []
+    for uid, paths in cases:
+        _send(port, paths)
+        found += _wait_jobs(store, {uid}, alive, timeout_s)
+    latency = [max(d.sent_at for d in job.destinations.values()) - job.created for job in found]
+    outside = [t - job.pipeline_seconds for t, job in zip(latency, found, strict=True)]
+    return {"isolated_latency_median_s": round(statistics.median(latency), 3),
+            "isolated_outside_pipeline_median_ms": round(statistics.median(outside) * 1000, 1),
+            "isolated_latency_each_s": [round(t, 3) for t in latency]}
+
+
+def run_mode(name: str, cases: list[tuple[str, list[Path]]], alone: list[tuple[str, list[Path]]],
              args: argparse.Namespace, executor: dict[str, Any] | None, argv: list[str]) -> dict[str, Any]:
-    """Warm-up series, then ``cases`` back to back through one node; its figures."""
+    """A warm-up series, ``cases`` back to back, then ``alone`` one at a time, through one node."""
     received: list[float] = []
     server = _pacs(received)
     try:
@@ -187,22 +205,27 @@ def run_mode(name: str, cases: list[tuple[str, list[Path]]], warm: tuple[str, li
             config, port = _config(tmp, server.server_address[1], args.threads, executor)
             with _node(config, port, argv, tmp / "node.log") as node:
                 store = _open_store(config)
+                alive = lambda: node.poll() is None  # noqa: E731
                 try:
+                    warm = alone[0]  # the model loads on the first job
                     _send(port, warm[1])
-                    _wait_jobs(store, {warm[0]}, lambda: node.poll() is None, args.timeout)
+                    _wait_jobs(store, {warm[0]}, alive, args.timeout)
+                    started = time.time()
                     for _, paths in cases:
                         _send(port, paths)
-                    found = _wait_jobs(store, {uid for uid, _ in cases}, lambda: node.poll() is None,
-                                       args.timeout)
+                    sent_s = time.time() - started
+                    found = _wait_jobs(store, {uid for uid, _ in cases}, alive, args.timeout)
+                    isolated = _isolated(store, port, alone[1:], alive, args.timeout)
                 finally:
                     if hasattr(store, "close"):
                         store.close()
-            return {"mode": name, **_figures(found), "pacs_instances": len(received)}
+            return {"mode": name, **_figures(found), "send_s": round(sent_s, 2), **isolated,
+                    "pacs_instances": len(received)}
     finally:
         server.shutdown()
 
 
-def run_celery(cases: list[tuple[str, list[Path]]], warm: tuple[str, list[Path]],
+def run_celery(cases: list[tuple[str, list[Path]]], alone: list[tuple[str, list[Path]]],
                args: argparse.Namespace) -> dict[str, Any]:
     """The celery mode on a private PostgreSQL and RabbitMQ, started for it and stopped after."""
     from pgserver import fresh_database, postgres_server
@@ -210,21 +233,28 @@ def run_celery(cases: list[tuple[str, list[Path]]], warm: tuple[str, list[Path]]
 
     with postgres_server() as pg, rabbit_server() as rabbit:
         executor = {"kind": "celery", "broker_url": rabbit.url, "database_url": fresh_database(pg)}
-        return run_mode("celery", cases, warm, args, executor, ["--role", "all"])
+        return run_mode("celery", cases, alone, args, executor, ["--role", "all"])
+
+
+#: Figures of each mode in the printed table, in this order.
+TABLE = ("latency_median_s", "latency_p90_s", "throughput_series_per_min", "pipeline_median_s",
+         "outside_pipeline_per_series_ms", "span_s", "created_spread_s", "send_s", "isolated_latency_median_s",
+         "isolated_outside_pipeline_median_ms")
 
 
 def _table(rows: list[dict[str, Any]], ratios: dict[str, float]) -> str:
-    cols = ("mode", "series", "latency_median_s", "latency_p90_s", "throughput_series_per_min",
-            "pipeline_median_s", "outside_pipeline_per_series_ms", "span_s")
-    lines = ["  ".join(f"{c:>{max(len(c), 8)}}" for c in cols)]
-    lines += ["  ".join(f"{row[c]!s:>{max(len(c), 8)}}" for c in cols) for row in rows]
-    lines += [f"{k}: {v}" for k, v in ratios.items()]
+    """One line per figure, one column per mode, then the ratios and overheads."""
+    lines = [f"{'':<38}" + "".join(f"{row['mode']:>12}" for row in rows)]
+    lines += [f"{key:<38}" + "".join(f"{row[key]!s:>12}" for row in rows) for key in TABLE]
+    lines += [f"{key:<38}{value:>12}" for key, value in ratios.items()]
     return "\n".join(lines)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description="embedded vs celery executor, same series, one worker")
     parser.add_argument("--series", type=int, default=20, help="series sent back to back per mode")
+    parser.add_argument("--isolated", type=int, default=5,
+                        help="series then sent one at a time (each after the previous was delivered)")
     parser.add_argument("--threads", type=int, default=2, help="route settings.threads (torch threads)")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds to wait for the jobs of a mode")
     parser.add_argument("--only", choices=("embedded", "celery"), help="run one mode only")
@@ -234,12 +264,12 @@ def main() -> int:
         return 1
     with tempfile.TemporaryDirectory(prefix="bench-scale-cases-") as tmp:
         cases = _cases(Path(tmp), list(range(args.series)))
-        warm = _cases(Path(tmp), [WARMUP_SEED])[0]
+        alone = _cases(Path(tmp), list(range(WARMUP_SEED, WARMUP_SEED + 1 + args.isolated)))
         rows = []
         if args.only in (None, "embedded"):
-            rows.append(run_mode("embedded", cases, warm, args, None, []))
+            rows.append(run_mode("embedded", cases, alone, args, None, []))
         if args.only in (None, "celery"):
-            rows.append(run_celery(cases, warm, args))
+            rows.append(run_celery(cases, alone, args))
     result: dict[str, Any] = {"series": args.series, "threads": args.threads, "celery_roles": "--role all",
                               "modes": rows}
     if len(rows) == 2:
@@ -249,7 +279,13 @@ def main() -> int:
             "latency_p90_celery_vs_embedded": round(cel["latency_p90_s"] / emb["latency_p90_s"], 3),
             "throughput_celery_vs_embedded": round(cel["throughput_series_per_min"]
                                                    / emb["throughput_series_per_min"], 3),
-            "overhead_per_series_ms": round((cel["latency_median_s"] - emb["latency_median_s"]) * 1000, 1)}
+            "overhead_per_series_ms": round((cel["latency_median_s"] - emb["latency_median_s"]) * 1000, 1),
+            "overhead_isolated_ms": round((cel["isolated_latency_median_s"] - emb["isolated_latency_median_s"])
+                                          * 1000, 1),
+            "overhead_isolated_outside_pipeline_ms": round(cel["isolated_outside_pipeline_median_ms"]
+                                                           - emb["isolated_outside_pipeline_median_ms"], 1),
+            "overhead_throughput_outside_pipeline_ms": round(cel["outside_pipeline_per_series_ms"]
+                                                             - emb["outside_pipeline_per_series_ms"], 1)}
     print(_table(rows, result.get("ratios", {})))
     print(json.dumps(result))
     save_results("scale", result)
