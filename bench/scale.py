@@ -24,8 +24,11 @@ also depends on how fast each mode takes the series in (``send_s``, ``created_sp
 Hence also: the span not spent in the pipeline per series (``outside_pipeline_per_series_ms``
 = (span - sum of ``pipeline_seconds``) / N), and ``--isolated K`` (default 5) further series
 sent one at a time, each after the previous was delivered: latency without queueing and
-its part outside the pipeline (latency - ``pipeline_seconds``), which the noise of a shared
-machine on the nnU-Net time does not enter.
+its part outside the pipeline (latency - ``pipeline_seconds``), split at the start of the
+send (the delivery's last attempt) into hand-offs and the send itself, which the noise of a shared
+machine on the nnU-Net time does not enter. CPU seconds per series of the back-to-back batch
+(user + system, from /proc, over the node's process tree, and apart the broker's and the
+database's), which contention changes far less than wall time.
 Run inside a network namespace (``make bench`` does). Not a test: no thresholds here.
 """
 
@@ -180,6 +183,24 @@ def _figures(found: list[Any]) -> dict[str, Any]:
             "latency_each_s": [round(t, 3) for t in latency]}
 
 
+def _cpu_s(roots: list[int]) -> float:
+    """CPU seconds (user + system) used so far by the processes ``roots`` and all below them."""
+    parent, ticks = {}, {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # ended meanwhile
+            continue
+        pid = int(stat.parent.name)
+        parent[pid], ticks[pid] = int(fields[1]), int(fields[11]) + int(fields[12])
+    found, todo = set(), [r for r in roots if r in ticks]
+    while todo:
+        pid = todo.pop()
+        found.add(pid)
+        todo += [p for p, pp in parent.items() if pp == pid and p not in found]
+    return sum(ticks[p] for p in found) / os.sysconf("SC_CLK_TCK")
+
+
 def _isolated(store: Any, port: int, cases: list[tuple[str, list[Path]]], alive: Callable[[], bool],
               timeout_s: float) -> dict[str, Any]:
     """Each series alone (the previous one delivered first): latency without queueing."""
@@ -189,14 +210,21 @@ def _isolated(store: Any, port: int, cases: list[tuple[str, list[Path]]], alive:
         found += _wait_jobs(store, {uid}, alive, timeout_s)
     latency = [max(d.sent_at for d in job.destinations.values()) - job.created for job in found]
     outside = [t - job.pipeline_seconds for t, job in zip(latency, found, strict=True)]
+    send_at = [max(d.history[-1].at for d in job.destinations.values()) for job in found]
+    before = [at - job.created - job.pipeline_seconds for at, job in zip(send_at, found, strict=True)]
+    sending = [t - before_t - job.pipeline_seconds for t, before_t, job in zip(latency, before, found, strict=True)]
     return {"isolated_latency_median_s": round(statistics.median(latency), 3),
             "isolated_outside_pipeline_median_ms": round(statistics.median(outside) * 1000, 1),
+            "isolated_to_send_outside_pipeline_median_ms": round(statistics.median(before) * 1000, 1),
+            "isolated_send_median_ms": round(statistics.median(sending) * 1000, 1),
             "isolated_latency_each_s": [round(t, 3) for t in latency]}
 
 
 def run_mode(name: str, cases: list[tuple[str, list[Path]]], alone: list[tuple[str, list[Path]]],
-             args: argparse.Namespace, executor: dict[str, Any] | None, argv: list[str]) -> dict[str, Any]:
-    """A warm-up series, ``cases`` back to back, then ``alone`` one at a time, through one node."""
+             args: argparse.Namespace, executor: dict[str, Any] | None, argv: list[str],
+             services: tuple[int, ...] = ()) -> dict[str, Any]:
+    """A warm-up series, ``cases`` back to back, then ``alone`` one at a time, through one node;
+    ``services``: the broker's and database's processes, whose CPU time is counted apart."""
     received: list[float] = []
     server = _pacs(received)
     try:
@@ -210,16 +238,19 @@ def run_mode(name: str, cases: list[tuple[str, list[Path]]], alone: list[tuple[s
                     warm = alone[0]  # the model loads on the first job
                     _send(port, warm[1])
                     _wait_jobs(store, {warm[0]}, alive, args.timeout)
-                    started = time.time()
+                    started, cpu = time.time(), (_cpu_s([node.pid]), _cpu_s(list(services)))
                     for _, paths in cases:
                         _send(port, paths)
                     sent_s = time.time() - started
                     found = _wait_jobs(store, {uid for uid, _ in cases}, alive, args.timeout)
+                    cpu = (_cpu_s([node.pid]) - cpu[0], _cpu_s(list(services)) - cpu[1])
                     isolated = _isolated(store, port, alone[1:], alive, args.timeout)
                 finally:
                     if hasattr(store, "close"):
                         store.close()
-            return {"mode": name, **_figures(found), "send_s": round(sent_s, 2), **isolated,
+            return {"mode": name, **_figures(found), "send_s": round(sent_s, 2),
+                    "cpu_node_s_per_series": round(cpu[0] / len(found), 3),
+                    "cpu_broker_db_s_per_series": round(cpu[1] / len(found), 3), **isolated,
                     "pacs_instances": len(received)}
     finally:
         server.shutdown()
@@ -233,13 +264,17 @@ def run_celery(cases: list[tuple[str, list[Path]]], alone: list[tuple[str, list[
 
     with postgres_server() as pg, rabbit_server() as rabbit:
         executor = {"kind": "celery", "broker_url": rabbit.url, "database_url": fresh_database(pg)}
-        return run_mode("celery", cases, alone, args, executor, ["--role", "all"])
+        postmaster = Path(pg.split("host=", 1)[1].split()[0]) / "data" / "postmaster.pid"
+        services = (int(postmaster.read_text().split()[0]), *([rabbit.proc.pid] if rabbit.proc else []))
+        return run_mode("celery", cases, alone, args, executor, ["--role", "all"], services)
 
 
 #: Figures of each mode in the printed table, in this order.
 TABLE = ("latency_median_s", "latency_p90_s", "throughput_series_per_min", "pipeline_median_s",
-         "outside_pipeline_per_series_ms", "span_s", "created_spread_s", "send_s", "isolated_latency_median_s",
-         "isolated_outside_pipeline_median_ms")
+         "outside_pipeline_per_series_ms", "span_s", "created_spread_s", "send_s", "cpu_node_s_per_series",
+         "cpu_broker_db_s_per_series", "isolated_latency_median_s",
+         "isolated_outside_pipeline_median_ms", "isolated_to_send_outside_pipeline_median_ms",
+         "isolated_send_median_ms")
 
 
 def _table(rows: list[dict[str, Any]], ratios: dict[str, float]) -> str:
@@ -285,7 +320,11 @@ def main() -> int:
             "overhead_isolated_outside_pipeline_ms": round(cel["isolated_outside_pipeline_median_ms"]
                                                            - emb["isolated_outside_pipeline_median_ms"], 1),
             "overhead_throughput_outside_pipeline_ms": round(cel["outside_pipeline_per_series_ms"]
-                                                             - emb["outside_pipeline_per_series_ms"], 1)}
+                                                             - emb["outside_pipeline_per_series_ms"], 1),
+            "cpu_per_series_celery_vs_embedded": round(
+                (cel["cpu_node_s_per_series"] + cel["cpu_broker_db_s_per_series"]) / emb["cpu_node_s_per_series"], 3),
+            "overhead_cpu_per_series_ms": round((cel["cpu_node_s_per_series"] + cel["cpu_broker_db_s_per_series"]
+                                                 - emb["cpu_node_s_per_series"]) * 1000, 1)}
     print(_table(rows, result.get("ratios", {})))
     print(json.dumps(result))
     save_results("scale", result)
