@@ -25,8 +25,8 @@ Hence also: the span not spent in the pipeline per series (``outside_pipeline_pe
 = (span - sum of ``pipeline_seconds``) / N), and ``--isolated K`` (default 5) further series
 sent one at a time, each after the previous was delivered: latency without queueing and
 its part outside the pipeline (latency - ``pipeline_seconds``), split at the start of the
-send (the delivery's last attempt) into hand-offs and the send itself, which the noise of a shared
-machine on the nnU-Net time does not enter. CPU seconds per series of the back-to-back batch
+send (the delivery's last attempt) into hand-offs and the send itself, which the noise
+of a shared machine on the nnU-Net time does not enter. CPU seconds per series of the back-to-back batch
 (user + system, from /proc, over the node's process tree, and apart the broker's and the
 database's), which contention changes far less than wall time.
 Run inside a network namespace (``make bench`` does). Not a test: no thresholds here.
@@ -165,11 +165,16 @@ def _wait_jobs(store: Any, uids: set[str], alive: Callable[[], bool], timeout_s:
     raise RuntimeError(f"{len(uids)} series not all done within {timeout_s:.0f} s")
 
 
-def _figures(found: list[Any]) -> dict[str, Any]:
-    """Latency (created → last sent_at) median and p90, throughput, from the job records."""
+def _require_done(found: list[Any]) -> None:
+    """Every job ran the pipeline and delivered (a refused or failed series measures nothing)."""
     bad = [f"{job.job_id} {job.state.value} {job.error or job.refusal}" for job in found if job.state.value != "done"]
     if bad:
         raise RuntimeError(f"jobs not done: {bad}")
+
+
+def _figures(found: list[Any]) -> dict[str, Any]:
+    """Latency (created → last sent_at) median and p90, throughput, from the job records."""
+    _require_done(found)
     delivered = {job.job_id: max(d.sent_at for d in job.destinations.values()) for job in found}
     latency = sorted(delivered[job.job_id] - job.created for job in found)
     span = max(delivered.values()) - min(job.created for job in found)
@@ -208,6 +213,7 @@ def _isolated(store: Any, port: int, cases: list[tuple[str, list[Path]]], alive:
     for uid, paths in cases:
         _send(port, paths)
         found += _wait_jobs(store, {uid}, alive, timeout_s)
+    _require_done(found)
     latency = [max(d.sent_at for d in job.destinations.values()) - job.created for job in found]
     outside = [t - job.pipeline_seconds for t, job in zip(latency, found, strict=True)]
     send_at = [max(d.history[-1].at for d in job.destinations.values()) for job in found]
