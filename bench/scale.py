@@ -10,10 +10,11 @@ only in its ``executor`` section:
     worker as its child process) on a private RabbitMQ and PostgreSQL started here
     (tests/rabbitserver.py, tests/pgserver.py), one worker.
 
-Both: worker.device cpu, worker.concurrency 1, the default t2-pelvis route (its match, as in
-dicomnode/defaults/dicomnode.yaml) sending SEG + SR + viewer SR to a DIMSE PACS (pynetdicom
-SCP in this process). One warm-up series (model load) first, then the N series back to
-back, one dcmtk ``storescu`` association each, without waiting in between.
+Both: worker.device cpu, worker.concurrency 1, torch threads 1 (``--threads``), the default
+t2-pelvis route (its match, as in dicomnode/defaults/dicomnode.yaml) sending SEG + SR +
+viewer SR to a DIMSE PACS (pynetdicom SCP in this process). One warm-up series (model
+load) first, then the N series back to back, one dcmtk ``storescu`` association each,
+without waiting in between.
 
 From the job records (the job store APIs, as ``dicomnode jobs show`` reads them): per-series
 latency = job created (series complete) → last destination's ``sent_at``; its median and
@@ -296,7 +297,9 @@ def main() -> int:
     parser.add_argument("--series", type=int, default=20, help="series sent back to back per mode")
     parser.add_argument("--isolated", type=int, default=5,
                         help="series then sent one at a time (each after the previous was delivered)")
-    parser.add_argument("--threads", type=int, default=2, help="route settings.threads (torch threads)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="route settings.threads (torch threads); 1 leaves the other core to the node's "
+                             "other processes, the broker and the database, and keeps the nnU-Net time steady")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds to wait for the jobs of a mode")
     parser.add_argument("--only", choices=("embedded", "celery"), help="run one mode only")
     args = parser.parse_args()
