@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -37,3 +38,13 @@ def wait_echo(port: int, called: str, timeout_s: float = 60.0) -> None:
         except Exception:  # noqa: BLE001 - not listening yet
             time.sleep(0.2)
     raise RuntimeError(f"receiver on port {port} did not answer C-ECHO within {timeout_s:.0f} s")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within a minute."""
+    proc.terminate()
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)

@@ -46,7 +46,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench import free_port, save_results, wait_echo  # noqa: E402
+from bench import free_port, save_results, stop, wait_echo  # noqa: E402
 
 DCMTK_ENV = dict(os.environ)
 from dicomnode.replay import scan, send  # noqa: E402
@@ -189,12 +189,7 @@ def run_once(files: list, tmp: Path, tag: str, sender: str, assocs: int, receive
             results[f"{name}_cpu"] = cpu_s(proc.pid) - cpu0
             results[f"{name}_rss"] = peak_rss_mb(proc.pid)
         finally:
-            proc.terminate()
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc)
         shutil.rmtree(tmp / f"{tag}-{name}", ignore_errors=True)
     return results
 

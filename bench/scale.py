@@ -53,7 +53,7 @@ TESTS = REPO / "tests"
 sys.path.insert(0, str(REPO))
 sys.path.insert(1, str(TESTS))  # the private PostgreSQL and RabbitMQ servers of the tests
 
-from bench import free_port, save_results, wait_echo  # noqa: E402
+from bench import free_port, save_results, stop, wait_echo  # noqa: E402
 
 BUNDLE = REPO / "models" / "lln-t2-demo"
 DEFAULTS = REPO / "dicomnode" / "defaults" / "dicomnode.yaml"
@@ -121,12 +121,7 @@ def _node(config: Path, port: int, argv: list[str], log_path: Path) -> Iterator[
             raise RuntimeError(f"{exc}; node log: {log_path.read_text(errors='replace')[-3000:]}") from exc
         yield node
     finally:
-        node.terminate()
-        try:
-            node.wait(60)
-        except subprocess.TimeoutExpired:
-            node.kill()
-            node.wait(10)
+        stop(node)
 
 
 def _env() -> dict[str, str]:

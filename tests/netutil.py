@@ -143,6 +143,16 @@ def pacs(**kwargs: Any) -> Iterator[PacsSCP]:
         scp.stop()
 
 
+def storage_scp(ae_title: str, handle: Callable[[Any], int]) -> tuple[Any, int]:
+    """A pynetdicom Storage SCP on a free 127.0.0.1 port accepting every storage class and
+    transfer syntax, ``handle`` answering EVT_C_STORE; returns (server, port): ``server.shutdown()``."""
+    ae = AE(ae_title=ae_title)
+    for context in StoragePresentationContexts:
+        ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+    port = free_port()
+    return ae.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, handle)]), port
+
+
 def store_association(port: int, contexts: list[tuple[str, str]], calling: str = "TESTSCU",
                       called: str = "DICOMNODE") -> Any:
     ae = AE(ae_title=calling)

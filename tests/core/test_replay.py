@@ -9,8 +9,8 @@ import threading
 
 import pydicom
 from conftest import REPO, mr_series, node_config, running_node
-from netutil import free_port
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, StoragePresentationContexts, evt
+from netutil import free_port, storage_scp
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 
 from dicomnode.replay import scan
 
@@ -132,11 +132,7 @@ def test_replay_associates_again_when_the_peer_drops_the_association(tmp_path):
         carried.append((stored[-1], str(event.dataset.SOPInstanceUID)))
         return 0x0000
 
-    ae = AE(ae_title="DROPPER")
-    for context in StoragePresentationContexts:
-        ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
-    port = free_port()
-    server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, handle)])
+    server, port = storage_scp("DROPPER", handle)
     try:
         out = _replay(str(tmp_path / "in"), "--to", f"127.0.0.1:{port}", "--called-aet", "DROPPER")
     finally:

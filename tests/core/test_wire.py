@@ -9,11 +9,10 @@ import numpy as np
 import pydicom
 import pytest
 from conftest import MR_SOP, mr_series
-from netutil import free_port
+from netutil import storage_scp
 from pydicom.data import get_testdata_file
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import ExplicitVRLittleEndian
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, StoragePresentationContexts, evt
 from pynetdicom.dimse_messages import C_STORE_RQ, C_STORE_RSP, DIMSEMessage
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import split_dataset as pynetdicom_split_dataset
@@ -165,11 +164,7 @@ def test_replay_sends_every_files_data_set_unchanged(tmp_path):
             received[str(event.request.AffectedSOPInstanceUID)] = data
         return 0x0000
 
-    ae = AE(ae_title="BYTES")
-    for context in StoragePresentationContexts:
-        ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
-    port = free_port()
-    server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, handle)])
+    server, port = storage_scp("BYTES", handle)
     try:
         files = scan([folder])[0]
         statuses = send(files, "127.0.0.1", port, called="BYTES", concurrency=2)
