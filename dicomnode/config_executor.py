@@ -28,7 +28,7 @@ class ExecutorConfig:
     queues: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_QUEUES))
     dead_letter_queue: str = "dicomnode.dead"
     delivery_limit: int = 3
-    claim_interval_s: float = 0.5
+    claim_interval_s: float = 0.25
     publish_timeout_s: float = 5.0
 
     @property
@@ -51,7 +51,7 @@ class ExecutorConfig:
         executor = cls(kind=kind, broker_url=sec.get("broker_url", str, ""),
                        database_url=sec.get("database_url", str, ""), queues=queues, dead_letter_queue=dlq,
                        delivery_limit=_positive(sec, "delivery_limit", int, 3),
-                       claim_interval_s=_positive(sec, "claim_interval_s", float, 0.5),
+                       claim_interval_s=_positive(sec, "claim_interval_s", float, 0.25),
                        publish_timeout_s=_positive(sec, "publish_timeout_s", float, 5.0))
         sec.finish()
         for key in ("broker_url", "database_url"):

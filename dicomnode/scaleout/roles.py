@@ -45,6 +45,16 @@ log = logging.getLogger(__name__)
 _TMP_STALE_S = 3600.0
 #: How often a receiver looks for series folders the ledger does not know (see :meth:`ScaleNode._adopt`).
 _ADOPT_EVERY_S = 30.0
+#: How often a dispatcher reads the dead-letter queue (a broker connection each time).
+_DEAD_LETTERS_EVERY_S = 5.0
+
+
+def _due(next_at: dict[str, float], what: str, now: float, every_s: float) -> bool:
+    """Whether ``what`` is due at ``now``; if so it is next due ``every_s`` later."""
+    if now < next_at[what]:
+        return False
+    next_at[what] = now + every_s
+    return True
 
 
 class ScaleNode:
@@ -134,25 +144,28 @@ class ScaleNode:
 
     # -- one loop for both roles ----------------------------------------------------------
     def _run_loop(self) -> None:
-        interval, last_adopt = self.config.executor.claim_interval_s, 0.0
-        while not self.stop_event.wait(interval):
+        """Dispatch notes every 0.1 s (a finished job is delivered at once); claims and the
+        outbox every ``executor.claim_interval_s``; dead letters every 5 s; orphans every 30 s."""
+        ex, next_at = self.config.executor, {"claim": 0.0, "dead": 0.0, "adopt": 0.0}
+        while not self.stop_event.wait(0.1 if self.dispatcher is not None else ex.claim_interval_s):
+            now = time.monotonic()
             try:
-                if self.scp is not None:
-                    self.series.claim_due(self.config.assembly.quiet_s, self.config.assembly.max_wait_s,
-                                          self._complete)
-                    if time.monotonic() - last_adopt > _ADOPT_EVERY_S:
-                        last_adopt = time.monotonic()
-                        self._adopt()
                 if self.dispatcher is not None:
-                    self._dispatch_round()
-                self.store.publish_due(self.broker.publish)
+                    for job_id in self.store.take_to_dispatch():
+                        self.dispatcher.add(job_id)
+                    if _due(next_at, "dead", now, _DEAD_LETTERS_EVERY_S):
+                        self._drain_dead_letters()
+                if self.scp is not None and _due(next_at, "adopt", now, _ADOPT_EVERY_S):
+                    self._adopt()
+                if _due(next_at, "claim", now, ex.claim_interval_s):
+                    if self.scp is not None:
+                        self.series.claim_due(self.config.assembly.quiet_s, self.config.assembly.max_wait_s,
+                                              self._complete)
+                    self.store.publish_due(self.broker.publish)
             except DicomNodeError as exc:  # database or broker away: said once per round, retried
                 log.error("scale-out loop: %s", exc)
 
-    def _dispatch_round(self) -> None:
-        assert self.dispatcher is not None
-        for job_id in self.store.take_to_dispatch():
-            self.dispatcher.add(job_id)
+    def _drain_dead_letters(self) -> None:
         try:
             self.broker.drain_dead_letters(self._dead_lettered)
         except Exception as exc:  # noqa: BLE001 - broker down: the dead letters wait in RabbitMQ

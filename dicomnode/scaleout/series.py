@@ -50,6 +50,9 @@ class SeriesLedger:
         """Record one acknowledged instance of ``series_uid`` (raises
         :class:`~dicomnode.errors.SpoolError` when the database cannot be reached)."""
         with self.store.transaction() as conn:
+            # no wait for the database's WAL flush: a record lost in a database crash is
+            # re-made from the spool (the instance is durable there; adopt() finds its folder)
+            conn.execute("SET LOCAL synchronous_commit = off")
             conn.execute(f"INSERT INTO dicomnode_series VALUES (%s, {_NOW}, {_NOW}, 1) ON CONFLICT (series_uid) "
                          f"DO UPDATE SET last_seen = {_NOW}, instances = dicomnode_series.instances + 1",
                          (series_uid,))
