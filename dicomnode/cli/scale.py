@@ -49,8 +49,7 @@ def _serve_node(config: Config, args: argparse.Namespace) -> int:
         node.serve(args.drain_timeout)
     finally:
         if worker is not None:
-            worker.terminate()
-            worker.wait(args.drain_timeout + 10)
+            _stop_worker(worker, args.drain_timeout + 10)
     return 0
 
 
@@ -62,3 +61,14 @@ def _start_worker(args: argparse.Namespace) -> subprocess.Popen[bytes]:
     if args.queues:
         argv += ["--queues", args.queues]
     return subprocess.Popen(argv, env={**os.environ, "DICOMNODE_HTTP__PORT": "0"})  # the parent serves HTTP
+
+
+def _stop_worker(worker: subprocess.Popen[bytes], timeout_s: float) -> None:
+    """SIGTERM (Celery's warm shutdown: the running job may finish), SIGKILL after ``timeout_s``
+    (its unacknowledged job then goes back to the queue)."""
+    worker.terminate()
+    try:
+        worker.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        worker.wait(10)
