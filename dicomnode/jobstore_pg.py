@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -297,13 +298,35 @@ class PostgresJobStore(FileJobStore):
     def recover(self, factory: JobFactory) -> Recovered:
         """Also publishes the row of a job whose folder was renamed into place but whose
         insert was not committed (its ``job.json`` is still there)."""
-        for job_id in self.spool.job_ids():
-            leftover = self.job_dir(job_id) / "job.json"
-            if leftover.exists():
-                with self.transaction() as conn:
-                    self._insert(conn, json.loads(leftover.read_text()))
-                leftover.unlink()
+        self.finish_half_made(factory)
         return super().recover(factory)
+
+    def finish_half_made(self, factory: JobFactory, older_than_s: float = 0.0) -> int:
+        """Finish the jobs a crash left half-made: a staging folder (``jobs/.<id>.new``), or a
+        job folder whose row was not committed (its ``job.json`` still there); returns how
+        many. With several receivers on one spool (scale-out) only those untouched for
+        ``older_than_s`` are taken: a younger one may be in the making right now."""
+        limit = time.time() - older_than_s
+        staged = [j for j in self.spool.staged_jobs() if _mtime(self.spool.staging_dir(j)) < limit]
+        for job_id in staged:
+            self._finish_creating(job_id, factory)
+        uncommitted = [j for j in self.spool.job_ids() if _mtime(self.job_dir(j) / "job.json") < limit]
+        for job_id in uncommitted:
+            leftover = self.job_dir(job_id) / "job.json"
+            record = json.loads(leftover.read_text())
+            with self.transaction() as conn:
+                self._insert(conn, record)
+                self._notes(conn, None, Job.from_json(record))
+            leftover.unlink()
+        return len(staged) + len(uncommitted)
+
+
+def _mtime(path: Path) -> float:
+    """Last change of ``path``; infinity when it does not exist (nothing to finish)."""
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return float("inf")
 
 
 def _job(job_id: str, row: tuple[Any, ...] | None) -> Job:

@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 _TMP_STALE_S = 3600.0
 #: How often a receiver looks for series folders the ledger does not know (see :meth:`ScaleNode._adopt`).
 _ADOPT_EVERY_S = 30.0
+#: A job still half-made after this long was left by a crashed receiver (making one takes milliseconds).
+_HALF_MADE_AFTER_S = 120.0
 #: How often a dispatcher reads the dead-letter queue (a broker connection each time).
 _DEAD_LETTERS_EVERY_S = 5.0
 
@@ -137,10 +139,14 @@ class ScaleNode:
         self.intake.complete(series_uid, reason)
 
     def _adopt(self) -> None:
-        """Series folders the ledger does not know (a receiver died between spooling an
-        instance and recording it, or the database refused the record) are recorded now."""
+        """What a killed receiver left: series folders the ledger does not know (it died
+        between spooling an instance and recording it, or the database refused the record)
+        are recorded; jobs it left half-made (staged, or row not committed) are finished."""
         for series_uid in self.spool.incoming_series():
             self.series.adopt(series_uid)
+        finished = self.store.finish_half_made(self.intake.job_for, older_than_s=_HALF_MADE_AFTER_S)
+        if finished:
+            log.warning("finished %d jobs a crashed receiver had left half-made", finished)
 
     # -- one loop for both roles ----------------------------------------------------------
     def _run_loop(self) -> None:

@@ -206,6 +206,28 @@ def test_postgres_recover_publishes_a_job_whose_insert_was_not_committed(pg_data
     assert not (folder / "job.json").exists()
 
 
+def test_scale_out_finishes_only_half_made_jobs_old_enough_to_be_a_crash(pg_database, tmp_path):
+    """On a shared spool a young staging folder may be another receiver's job in the making:
+    left alone; an old one (and a folder whose row was never committed) is finished, and its
+    job goes into the outbox to be published."""
+    import os
+
+    from dicomnode.jobstore_pg import PostgresJobStore
+    store = PostgresJobStore(Spool(tmp_path / "spool"), pg_database, queue_of=lambda job: "mri")
+    for job_id in ("young", "old"):
+        (store.spool.staging_dir(job_id) / "input").mkdir(parents=True)
+        (store.spool.staging_dir(job_id) / "job.json").write_text(json.dumps(_job(job_id).to_json()))
+    (store.job_dir("renamed") / "input").mkdir(parents=True)
+    (store.job_dir("renamed") / "job.json").write_text(json.dumps(_job("renamed").to_json()))
+    for path in (store.spool.staging_dir("old"), store.job_dir("renamed") / "job.json"):
+        os.utime(path, (1.0, 1.0))
+    assert store.finish_half_made(lambda *_: None, older_than_s=120) == 2
+    assert store.spool.staged_jobs() == ["young"] and sorted(store.ids()) == ["old", "renamed"]
+    published: list[tuple[str, str]] = []
+    store.publish_due(lambda job_id, queue: published.append((job_id, queue)))
+    assert sorted(published) == [("old", "mri"), ("renamed", "mri")]
+
+
 def test_two_nodes_never_both_claim_a_queued_job(pg_database, tmp_path):
     """Node A is inside its claim (row read, not yet written) when node B tries: B must wait
     for A's row lock and then see ``running``, never claim the job as well."""
