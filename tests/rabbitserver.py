@@ -2,8 +2,8 @@
 
 :class:`RabbitServer` runs ``/usr/lib/rabbitmq/bin/rabbitmq-server`` with its Mnesia
 database, logs, Erlang cookie (``HOME``), config and PID file in a fresh temp directory,
-listening on 127.0.0.1 on a free AMQP port with its own epmd port: never the system
-service. It is stopped with ``rabbitmqctl stop`` (and its PID killed if that fails), and
+listening on 127.0.0.1 only (AMQP, its own epmd and distribution ports) on free ports: never
+the system service. It is stopped with ``rabbitmqctl stop`` (and its PID killed if that fails), and
 can be stopped and started again on the same data (the outage tests). It runs inside the
 test network namespace like everything else that listens.
 """
@@ -45,7 +45,10 @@ class RabbitServer:
                     "RABBITMQ_DIST_PORT": str(free_port()), "ERL_EPMD_PORT": str(free_port()),
                     "RABBITMQ_CONFIG_FILE": str(root / "rabbitmq"),
                     "RABBITMQ_ENABLED_PLUGINS_FILE": str(root / "enabled_plugins"),
-                    "RABBITMQ_PID_FILE": str(root / "rabbit.pid")}
+                    "RABBITMQ_PID_FILE": str(root / "rabbit.pid"),
+                    # Erlang's port mapper and distribution port: loopback only as well
+                    "ERL_EPMD_ADDRESS": "127.0.0.1",
+                    "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}"}
         self.proc: subprocess.Popen[bytes] | None = None
 
     def ctl(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -135,9 +135,6 @@ class ScaleNode:
             raise IngestError(f"cannot record the series in the job database, send again later: {exc}",
                               st.OUT_OF_RESOURCES) from exc
 
-    def _complete(self, series_uid: str, reason: str) -> None:
-        self.intake.complete(series_uid, reason)
-
     def _adopt(self) -> None:
         """What a killed receiver left: series folders the ledger does not know (it died
         between spooling an instance and recording it, or the database refused the record)
@@ -166,7 +163,7 @@ class ScaleNode:
                 if _due(next_at, "claim", now, ex.claim_interval_s):
                     if self.scp is not None:
                         self.series.claim_due(self.config.assembly.quiet_s, self.config.assembly.max_wait_s,
-                                              self._complete)
+                                              self.intake.complete)
                     self.store.publish_due(self.broker.publish)
             except DicomNodeError as exc:  # database or broker away: said once per round, retried
                 log.error("scale-out loop: %s", exc)
@@ -182,6 +179,8 @@ class ScaleNode:
             job = self.store.change(job_id, partial(jobs.dead_lettered, deliveries=deliveries))
         except DicomNodeError as exc:
             log.error("dead-lettered job %s: %s", job_id, exc)
+            return
+        if not job.error.startswith("dead-lettered"):  # failed before (worker.max_crashes): said already
             return
         self.metrics.inc("dicomnode_jobs_dead_lettered_total", pipeline=job.pipeline)
         log.error("job %s dead-lettered after %d deliveries: %s", job_id, deliveries, job.error)

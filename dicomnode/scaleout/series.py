@@ -63,7 +63,7 @@ class SeriesLedger:
             conn.execute(f"INSERT INTO dicomnode_series VALUES (%s, {_NOW}, {_NOW}, 0) ON CONFLICT DO NOTHING",
                          (series_uid,))
 
-    def claim_due(self, quiet_s: float, max_wait_s: float, complete: Callable[[str, str], None],
+    def claim_due(self, quiet_s: float, max_wait_s: float, complete: Callable[[str, str], object],
                   limit: int = 20) -> list[str]:
         """Claim complete series and call ``complete(series_uid, reason)`` for each while its
         row is locked; the rows of those that returned are deleted. Returns their UIDs."""

@@ -30,7 +30,7 @@ from orthanc import Orthanc, netns_skip, orthanc
 from pgserver import fresh_database, postgres_server, start_server, stop_server
 from rabbitserver import RabbitServer, rabbit_server
 
-pytestmark = [netns_skip(), pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.timeout(900)]  # everything here listens on 127.0.0.1 only, but Orthanc
 _names = itertools.count()
 WSI_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.6"
 
@@ -154,6 +154,7 @@ def _sr_in_orthanc(pacs: Orthanc) -> list[str]:
     return sorted(i["MainDicomTags"]["SOPInstanceUID"] for i in pacs.instances("SR"))
 
 
+@netns_skip()
 def test_every_series_yields_one_output_set_across_receivers_resends_and_a_killed_worker(
         make_cluster: Any, tmp_path: Path) -> None:
     """2 receivers, 3 workers, 1 dispatcher, Orthanc: an MR series and a slide to different
